@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else follows.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+EMBEDDED := $(PY) -m portal.embedded
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-fast lint bench clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## Create .venv and install the project with its dev tools.
+
+run: install  ## Start PostgreSQL/Redis (embedded unless *_URL set), migrate, seed, serve.
+	$(EMBEDDED) --var .var -- $(PY) -m portal.devrun
+
+test: install  ## The whole suite (embedded services unless DATABASE_URL/REDIS_URL are set).
+	$(EMBEDDED) --var .var/test -- $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## Only the fast tests: no browser, no worker, no server process.
+	$(EMBEDDED) --var .var/test -- $(PY) -m pytest -m "not browser and not worker and not live" $(PYTEST_ARGS)
+
+lint: install  ## ruff and mypy.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(EMBEDDED) --var .var/test -- $(VENV)/bin/mypy portal tenants studies accounts jobs
+
+bench: install  ## Tenant creation benchmark (writes figures for BENCHMARKS.md).
+	$(EMBEDDED) --var .var/bench -- $(PY) bench/tenants.py
+
+clean:  ## Remove the virtualenv and all local data (.var).
+	rm -rf $(VENV) .var

@@ -1,0 +1,8 @@
+"""App config for the tenant's archive."""
+
+from django.apps import AppConfig
+
+
+class StudiesConfig(AppConfig):
+    name = "studies"
+    verbose_name = "Studies and storage"

@@ -1,0 +1,20 @@
+"""Tenant tasks about storage; thin wrappers around services."""
+
+from celery import shared_task
+
+from jobs.runs import job_run
+from jobs.tasks import TenantScopedTask
+from studies.services import media_measure_usage
+
+
+@shared_task(base=TenantScopedTask, name="studies.measure_storage_usage")
+def measure_storage_usage(period: str) -> dict[str, int] | None:
+    """Measure every medium of the current tenant from its files (the usage job)."""
+    with job_run("storage-usage", period) as counts:
+        if counts is None:
+            return None
+        for medium, usage in media_measure_usage():
+            counts.add("media")
+            counts.add("bytes", usage.bytes)
+            counts.add("files", usage.files)
+        return dict(counts)

@@ -1,0 +1,1 @@
+"""Public schema: tenants, their domains and lifecycle, and the super-admin site."""

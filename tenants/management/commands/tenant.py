@@ -1,0 +1,119 @@
+"""`manage.py tenant create|list|show|suspend|resume|delete|restore|purge`."""
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tenants import selectors, services
+from tenants.links import tenant_base_url
+from tenants.models import Tenant
+
+
+class Command(BaseCommand):
+    help = "Manage tenants from the command line (the same operations as the super-admin site)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--actor", default="cli", help="Name recorded in the tenant history.")
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        create = sub.add_parser("create", help="Create a tenant and print its admin's link.")
+        create.add_argument("slug", help="Lowercase DNS label, e.g. st-marys.")
+        create.add_argument("--name", required=True, help="Display name.")
+        create.add_argument("--admin-email", required=True, help="E-mail of the tenant admin.")
+        create.add_argument("--ae-title", help="Called AE title for DICOM, e.g. STMARYS.")
+        create.add_argument("--quota-bytes", type=int, help="Storage quota in bytes.")
+        create.add_argument("--quota-users", type=int, help="Maximum number of users.")
+        create.add_argument("--storage-root", help="Allowed storage root (inside "
+                                                   "PORTAL_STORAGE_ROOT).")
+
+        listing = sub.add_parser("list", help="List tenants with their status and figures.")
+        listing.add_argument("--json", action="store_true", help="Print JSON lines.")
+        listing.add_argument("--include-purged", action="store_true")
+
+        for name, text in [("show", "Show one tenant and its history."),
+                           ("resume", "Resume a suspended tenant."),
+                           ("restore", "Undo a deletion during the grace period."),
+                           ("purge", "Purge a deleted tenant now (schema and files).")]:
+            sub.add_parser(name, help=text).add_argument("slug")
+        suspend = sub.add_parser("suspend", help="Suspend a tenant (site, API, DICOM blocked).")
+        suspend.add_argument("slug")
+        suspend.add_argument("--reason", default="")
+        delete = sub.add_parser("delete", help="Delete a tenant (purged after the grace period).")
+        delete.add_argument("slug")
+        delete.add_argument("--confirm", required=True, metavar="SLUG",
+                            help="The slug again, to confirm.")
+
+    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+        action, actor = options["action"], options["actor"]
+        try:
+            if action == "create":
+                self._create(options, actor)
+            elif action == "list":
+                self._list(options)
+            else:
+                tenant = self._get(options["slug"])
+                if action == "show":
+                    self._show(tenant)
+                elif action == "suspend":
+                    services.tenant_suspend(tenant=tenant, actor=actor, reason=options["reason"])
+                elif action == "resume":
+                    services.tenant_resume(tenant=tenant, actor=actor)
+                elif action == "restore":
+                    services.tenant_restore(tenant=tenant, actor=actor)
+                elif action == "delete":
+                    services.tenant_delete(tenant=tenant, actor=actor,
+                                           confirm_slug=options["confirm"])
+                    self.stdout.write(f"purge after {tenant.purge_after:%Y-%m-%d %H:%M %Z}")
+                elif action == "purge":
+                    services.tenant_purge(tenant=tenant, actor=actor)
+                if action != "show":
+                    self.stdout.write(self.style.SUCCESS(f"{tenant.slug}: {tenant.status}"))
+        except ValidationError as error:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in
+                                         error.message_dict.items())
+                               if hasattr(error, "error_dict") else " ".join(error.messages))
+        except services.TenantLifecycleError as error:
+            raise CommandError(str(error))
+
+    def _get(self, slug: str) -> Tenant:
+        tenant = selectors.tenant_list(include_purged=True).filter(slug=slug).first()
+        if tenant is None:
+            raise CommandError(f"no tenant with slug {slug!r}")
+        return tenant
+
+    def _create(self, options: dict, actor: str) -> None:  # type: ignore[type-arg]
+        creation = services.tenant_create(
+            slug=options["slug"], name=options["name"], admin_email=options["admin_email"],
+            ae_title=options["ae_title"], quota_bytes=options["quota_bytes"],
+            quota_users=options["quota_users"], storage_root=options["storage_root"],
+            created_by=actor,
+        )
+        self.stdout.write(self.style.SUCCESS(f"created {creation.tenant.slug} "
+                                             f"({creation.method})"))
+        self.stdout.write(f"site:                 {tenant_base_url(creation.tenant)}/")
+        self.stdout.write(f"admin set-password:   {creation.set_password_url}")
+
+    def _list(self, options: dict) -> None:  # type: ignore[type-arg]
+        rows = selectors.fleet(include_purged=options["include_purged"])
+        if options["json"]:
+            for row in rows:
+                self.stdout.write(json.dumps({
+                    "slug": row.tenant.slug, "name": row.tenant.name, "status": row.tenant.status,
+                    "schema": row.tenant.schema_name, "users": row.figures.users,
+                    "used_bytes": row.figures.used_bytes,
+                    "migrations": row.migrations.describe()}))
+            return
+        self.stdout.write(f"{'SLUG':<20} {'STATUS':<12} {'USERS':>5} {'USED':>14}  MIGRATIONS")
+        for row in rows:
+            self.stdout.write(f"{row.tenant.slug:<20} {row.tenant.status:<12} "
+                              f"{row.figures.users if row.figures.users is not None else '?':>5} "
+                              f"{row.figures.used_bytes if row.figures.used_bytes is not None else '?':>14}"
+                              f"  {row.migrations.describe()}")
+
+    def _show(self, tenant: Tenant) -> None:
+        self.stdout.write(f"{tenant.slug}: {tenant.name} [{tenant.status}] "
+                          f"schema={tenant.schema_name} root={tenant.storage_root}")
+        for event in tenant.events.all()[:20]:
+            self.stdout.write(f"  {event.at:%Y-%m-%d %H:%M:%S} {event.action:<14} "
+                              f"{event.from_status or '-'} -> {event.to_status} by {event.actor}")

@@ -1,0 +1,98 @@
+"""Tenants, their domains and the audited history of their lifecycle (public schema)."""
+
+from django.conf import settings
+from django.db import models
+from django_tenants.models import DomainMixin, TenantMixin
+
+from tenants.validators import validate_ae_title, validate_slug
+
+
+class TenantStatus(models.TextChoices):
+    PROVISIONING = "provisioning", "Provisioning"
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+    DELETED = "deleted", "Deleted (grace period)"
+    PURGED = "purged", "Purged"
+
+
+class Tenant(TenantMixin):
+    """A hospital, clinic or research group: one PostgreSQL schema and one storage root."""
+
+    slug = models.CharField(max_length=32, unique=True, validators=[validate_slug])
+    name = models.CharField("display name", max_length=200)
+    status = models.CharField(
+        max_length=16, choices=TenantStatus.choices, default=TenantStatus.PROVISIONING
+    )
+    ae_title = models.CharField(
+        "AE title", max_length=16, unique=True, null=True, blank=True,
+        validators=[validate_ae_title],
+        help_text="Called AE title that routes DICOM associations to this tenant.",
+    )
+    quota_bytes = models.BigIntegerField(
+        "storage quota (bytes)", default=settings.PORTAL_DEFAULT_QUOTA_BYTES
+    )
+    quota_users = models.PositiveIntegerField(
+        "user quota", default=settings.PORTAL_DEFAULT_QUOTA_USERS
+    )
+    storage_root = models.CharField(
+        "allowed storage root", max_length=1024,
+        help_text="Every storage medium of the tenant must lie inside this directory.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    purge_after = models.DateTimeField(null=True, blank=True)
+
+    # Provisioning is explicit (tenants/provisioning.py), never a side effect of save().
+    auto_create_schema = False
+    auto_drop_schema = False
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(quota_bytes__gt=0), name="tenant_quota_bytes_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="deleted", purge_after__isnull=False)
+                | ~models.Q(status="deleted"),
+                name="tenant_deleted_has_purge_date",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_public(self) -> bool:
+        return self.schema_name == "public"
+
+    @property
+    def is_usable(self) -> bool:
+        """Whether the tenant's site, API and DICOM services accept requests."""
+        return self.status == TenantStatus.ACTIVE
+
+
+class Domain(DomainMixin):
+    """A host name that routes to a tenant in `subdomain` mode."""
+
+    class Meta:
+        ordering = ["-is_primary", "domain"]
+
+
+class TenantEvent(models.Model):
+    """One audited change of a tenant: who did what, when, from which state to which."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=32)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    actor = models.CharField(max_length=150, help_text="Super-admin username or 'system'.")
+    at = models.DateTimeField(auto_now_add=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.action} by {self.actor}"

@@ -1,0 +1,249 @@
+"""Every write on tenants: create, update, suspend, resume, delete, restore, purge, domains.
+
+Each function runs in one transaction and records a TenantEvent, so the lifecycle of every
+tenant can be read back from its history.
+"""
+
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from accounts.models import Role, User
+from accounts.services import user_create, user_set_password_path
+from studies.models import StorageMedium
+from studies.storage import StoragePathError, resolve_inside
+from tenants import provisioning
+from tenants.models import Domain, Tenant, TenantEvent, TenantStatus
+from tenants.links import tenant_url
+from tenants.validators import schema_name_for, validate_custom_domain, validate_slug
+
+logger = logging.getLogger(__name__)
+
+# Which status each lifecycle action may start from.
+_TRANSITIONS: dict[str, tuple[set[str], str]] = {
+    "suspend": ({TenantStatus.ACTIVE}, TenantStatus.SUSPENDED),
+    "resume": ({TenantStatus.SUSPENDED}, TenantStatus.ACTIVE),
+    "delete": ({TenantStatus.ACTIVE, TenantStatus.SUSPENDED}, TenantStatus.DELETED),
+    "restore": ({TenantStatus.DELETED}, TenantStatus.SUSPENDED),
+    "purge": ({TenantStatus.DELETED}, TenantStatus.PURGED),
+}
+
+
+class TenantLifecycleError(Exception):
+    """An action that the tenant's current status does not allow."""
+
+
+@dataclass(frozen=True)
+class TenantCreation:
+    tenant: Tenant
+    admin: User
+    set_password_url: str
+    method: str  # "clone" or "migrate"
+
+
+def _record(tenant: Tenant, action: str, actor: str, *, from_status: str = "",
+            **details: object) -> None:
+    TenantEvent.objects.create(
+        tenant=tenant, action=action, actor=actor, from_status=from_status,
+        to_status=tenant.status, details=details,
+    )
+
+
+def default_storage_root(slug: str) -> Path:
+    return Path(settings.PORTAL_STORAGE_ROOT) / slug
+
+
+def _validate_storage_root(root: str) -> Path:
+    try:
+        return resolve_inside(settings.PORTAL_STORAGE_ROOT, root)
+    except StoragePathError:
+        raise ValidationError(
+            {"storage_root": f"The storage root must lie inside {settings.PORTAL_STORAGE_ROOT}."}
+        ) from None
+
+
+def tenant_create(
+    *,
+    slug: str,
+    name: str,
+    admin_email: str,
+    created_by: str,
+    admin_username: str = "admin",
+    admin_password: str | None = None,
+    ae_title: str | None = None,
+    quota_bytes: int | None = None,
+    quota_users: int | None = None,
+    storage_root: str | None = None,
+) -> TenantCreation:
+    """Provision a tenant: row, domain, schema, admin, default medium and its directory.
+
+    All or nothing: the schema is created inside the same transaction as the rows, and the
+    storage directory is removed again if the transaction does not commit.
+    """
+    validate_slug(slug)
+    try:
+        validate_email(admin_email)
+    except ValidationError as error:
+        raise ValidationError({"admin_email": error.messages}) from None
+    root = _validate_storage_root(storage_root or str(default_storage_root(slug)))
+    if root == Path(settings.PORTAL_STORAGE_ROOT).resolve():
+        raise ValidationError({"storage_root": "A tenant needs its own directory, not the "
+                                               "whole storage root."})
+    tenant = Tenant(
+        slug=slug, name=name, schema_name=schema_name_for(slug), ae_title=ae_title or None,
+        quota_bytes=quota_bytes or settings.PORTAL_DEFAULT_QUOTA_BYTES,
+        quota_users=quota_users or settings.PORTAL_DEFAULT_QUOTA_USERS,
+        storage_root=str(root), status=TenantStatus.PROVISIONING,
+    )
+    tenant.full_clean()
+    domain = Domain(domain=f"{slug}.{settings.PORTAL_BASE_DOMAIN}", tenant=tenant, is_primary=True)
+    domain.full_clean(exclude=["tenant"])
+    if root.exists() and any(root.iterdir()):
+        raise ValidationError({"storage_root": f"{root} already holds files; choose an empty "
+                                               "or new directory."})
+
+    created_dir = not root.exists()
+    try:
+        with transaction.atomic():
+            tenant.save()
+            domain.tenant = tenant
+            domain.save()
+            _record(tenant, "create", created_by, name=name, admin_email=admin_email)
+            method = provisioning.schema_create(tenant.schema_name)
+            medium_root = root / "default"
+            medium_root.mkdir(parents=True, exist_ok=True)
+            with schema_context(tenant.schema_name):
+                admin = user_create(username=admin_username, email=admin_email, role=Role.ADMIN,
+                                    password=admin_password)
+                StorageMedium.objects.create(
+                    name="default", root=str(medium_root), capacity_bytes=tenant.quota_bytes,
+                )
+                set_password_path = user_set_password_path(user=admin)
+            tenant.status = TenantStatus.ACTIVE
+            tenant.save(update_fields=["status"])
+            _record(tenant, "activate", "system", from_status=TenantStatus.PROVISIONING,
+                    provisioning=method)
+    except BaseException:
+        if created_dir:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    logger.info("tenant %s created by %s (%s)", slug, created_by, method)
+    return TenantCreation(
+        tenant=tenant, admin=admin, method=method,
+        set_password_url=tenant_url(tenant, set_password_path),
+    )
+
+
+def tenant_update(*, tenant: Tenant, actor: str, name: str | None = None,
+                  quota_bytes: int | None = None, quota_users: int | None = None,
+                  storage_root: str | None = None, ae_title: str | None = None) -> Tenant:
+    """Change a tenant's display name, quotas, AE title or allowed storage root."""
+    changes: dict[str, list[object]] = {}
+    new_values = {"name": name, "quota_bytes": quota_bytes, "quota_users": quota_users,
+                  "ae_title": ae_title}
+    if storage_root is not None:
+        new_values["storage_root"] = str(_validate_storage_root(storage_root))
+    for field, value in new_values.items():
+        if value is not None and getattr(tenant, field) != value:
+            changes[field] = [getattr(tenant, field), value]
+            setattr(tenant, field, value)
+    if not changes:
+        return tenant
+    tenant.full_clean()
+    with transaction.atomic():
+        tenant.save(update_fields=list(changes))
+        _record(tenant, "update", actor, from_status=tenant.status, changes=changes)
+    return tenant
+
+
+def _transition(tenant: Tenant, action: str, actor: str, **details: object) -> Tenant:
+    allowed_from, to_status = _TRANSITIONS[action]
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if locked.status not in allowed_from:
+            raise TenantLifecycleError(
+                f"Cannot {action} tenant “{locked.slug}” while it is {locked.get_status_display()}."
+            )
+        from_status = locked.status
+        locked.status = to_status
+        if action == "delete":
+            locked.deleted_at = timezone.now()
+            locked.purge_after = locked.deleted_at + timedelta(
+                days=settings.PORTAL_TENANT_GRACE_DAYS)
+        elif action == "restore":
+            locked.deleted_at = locked.purge_after = None
+        locked.save()
+        _record(locked, action, actor, from_status=from_status, **details)
+    tenant.refresh_from_db()
+    return tenant
+
+
+def tenant_suspend(*, tenant: Tenant, actor: str, reason: str = "") -> Tenant:
+    """Block the tenant's site, API and DICOM services; its data stays untouched."""
+    return _transition(tenant, "suspend", actor, reason=reason)
+
+
+def tenant_resume(*, tenant: Tenant, actor: str) -> Tenant:
+    return _transition(tenant, "resume", actor)
+
+
+def tenant_delete(*, tenant: Tenant, actor: str, confirm_slug: str) -> Tenant:
+    """Mark for deletion. Data is kept for the grace period, then the purge job drops it."""
+    if confirm_slug != tenant.slug:
+        raise ValidationError({"confirm_slug": f"Type “{tenant.slug}” to confirm the deletion."})
+    return _transition(tenant, "delete", actor)
+
+
+def tenant_restore(*, tenant: Tenant, actor: str) -> Tenant:
+    """Undo a deletion during the grace period; the tenant comes back suspended."""
+    return _transition(tenant, "restore", actor)
+
+
+def tenant_purge(*, tenant: Tenant, actor: str = "system") -> Tenant:
+    """Drop the schema and the files of a deleted tenant. The row stays as a record."""
+    root = Path(tenant.storage_root)
+    # Never remove anything outside the storage root, whatever the row says.
+    root = resolve_inside(settings.PORTAL_STORAGE_ROOT, root)
+    with transaction.atomic():
+        tenant = _transition(tenant, "purge", actor, schema=tenant.schema_name,
+                             storage_root=str(root))
+        Domain.objects.filter(tenant=tenant).delete()
+        provisioning.schema_drop(tenant.schema_name)
+    # Files go after the commit: a failed transaction must not lose data.
+    if root != Path(settings.PORTAL_STORAGE_ROOT).resolve():
+        shutil.rmtree(root, ignore_errors=True)
+    return tenant
+
+
+def tenants_due_for_purge() -> list[Tenant]:
+    return list(Tenant.objects.filter(status=TenantStatus.DELETED,
+                                      purge_after__lte=timezone.now()))
+
+
+def domain_add(*, tenant: Tenant, domain: str, actor: str) -> Domain:
+    """Route an extra (custom) host name to the tenant."""
+    row = Domain(tenant=tenant, domain=domain.strip().lower().rstrip("."), is_primary=False)
+    validate_custom_domain(row.domain)
+    row.full_clean()
+    with transaction.atomic():
+        row.save()
+        _record(tenant, "domain-add", actor, from_status=tenant.status, domain=row.domain)
+    return row
+
+
+def domain_remove(*, domain: Domain, actor: str) -> None:
+    if domain.is_primary:
+        raise ValidationError("The primary domain cannot be removed.")
+    with transaction.atomic():
+        domain.delete()
+        _record(domain.tenant, "domain-remove", actor, from_status=domain.tenant.status,
+                domain=domain.domain)

@@ -1,0 +1,191 @@
+"""The super-admin site: fleet dashboard and tenant lifecycle, on the base domain."""
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.mixins import AccessMixin
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views import View
+from django.views.generic import FormView, TemplateView
+
+from tenants import selectors, services
+from tenants.forms import (
+    GIB, DomainForm, TenantCreateForm, TenantDeleteForm, TenantEditForm, TenantSuspendForm,
+)
+from tenants.links import tenant_base_url
+from tenants.models import Domain, Tenant
+
+
+class SuperAdminRequiredMixin(AccessMixin):
+    """Only super-admins (superusers of the public schema) get past this."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        if not request.user.is_superuser:
+            return render(request, "errors/forbidden.html", status=403)
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+
+def _form_errors_from(error: ValidationError, form: Any) -> None:
+    """Put a service's ValidationError next to the matching form fields."""
+    if hasattr(error, "error_dict"):
+        for field, errors in error.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, error)
+
+
+class FleetView(SuperAdminRequiredMixin, TemplateView):
+    template_name = "tenants/fleet.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        show_purged = self.request.GET.get("purged") == "1"
+        rows = selectors.fleet(include_purged=show_purged)
+        return super().get_context_data(
+            rows=rows, show_purged=show_purged,
+            attention=sum(1 for row in rows if row.needs_attention), **kwargs,
+        )
+
+
+class TenantCreateView(SuperAdminRequiredMixin, FormView):
+    template_name = "tenants/tenant_create.html"
+    form_class = TenantCreateForm
+
+    def form_valid(self, form: TenantCreateForm) -> HttpResponse:
+        data = form.cleaned_data
+        try:
+            creation = services.tenant_create(
+                slug=data["slug"], name=data["name"], admin_email=data["admin_email"],
+                ae_title=data["ae_title"], quota_bytes=data["quota_gib"] * GIB,
+                quota_users=data["quota_users"], storage_root=data["storage_root"] or None,
+                created_by=self.request.user.get_username(),
+            )
+        except ValidationError as error:
+            _form_errors_from(error, form)
+            return self.form_invalid(form)
+        # Rendered, not redirected: the set-password link is shown this once and kept nowhere.
+        return render(self.request, "tenants/tenant_created.html", {
+            "tenant": creation.tenant, "admin": creation.admin,
+            "set_password_url": creation.set_password_url,
+            "site_url": tenant_base_url(creation.tenant) + "/",
+        })
+
+
+class TenantMixin(SuperAdminRequiredMixin):
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        self.tenant = get_object_or_404(selectors.tenant_list(include_purged=True),
+                                        slug=kwargs["slug"])
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(tenant=self.tenant, **kwargs)  # type: ignore[misc]
+
+
+class TenantDetailView(TenantMixin, TemplateView):
+    template_name = "tenants/tenant_detail.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from tenants import provisioning
+
+        return super().get_context_data(
+            figures=selectors.tenant_figures(self.tenant),
+            migrations=provisioning.migration_state(self.tenant.schema_name),
+            events=self.tenant.events.all()[:50],
+            domain_form=DomainForm(), suspend_form=TenantSuspendForm(),
+            site_url=tenant_base_url(self.tenant) + "/", **kwargs,
+        )
+
+
+class TenantEditView(TenantMixin, FormView):
+    template_name = "tenants/tenant_edit.html"
+    form_class = TenantEditForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        # Edit a copy: a rejected form must not leave half-applied values on self.tenant.
+        return {**super().get_form_kwargs(),
+                "instance": Tenant.objects.get(pk=self.tenant.pk)}
+
+    def form_valid(self, form: TenantEditForm) -> HttpResponse:
+        data = form.cleaned_data
+        try:
+            services.tenant_update(
+                tenant=self.tenant, actor=self.request.user.get_username(), name=data["name"],
+                ae_title=data["ae_title"] or None, quota_bytes=data["quota_gib"] * GIB,
+                quota_users=data["quota_users"], storage_root=data["storage_root"],
+            )
+        except ValidationError as error:
+            _form_errors_from(error, form)
+            return self.form_invalid(form)
+        messages.success(self.request, f"Saved {self.tenant.slug}.")
+        return redirect("tenant_detail", slug=self.tenant.slug)
+
+
+class TenantActionView(TenantMixin, View):
+    """POST-only lifecycle actions without a form of their own: resume, restore."""
+
+    action = ""
+
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        actor = request.user.get_username()
+        try:
+            if self.action == "resume":
+                services.tenant_resume(tenant=self.tenant, actor=actor)
+            elif self.action == "restore":
+                services.tenant_restore(tenant=self.tenant, actor=actor)
+            elif self.action == "suspend":
+                form = TenantSuspendForm(request.POST)
+                reason = form.cleaned_data["reason"] if form.is_valid() else ""
+                services.tenant_suspend(tenant=self.tenant, actor=actor, reason=reason)
+        except services.TenantLifecycleError as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, f"Tenant {self.tenant.slug}: {self.action} done.")
+        return redirect("tenant_detail", slug=self.tenant.slug)
+
+
+class TenantDeleteView(TenantMixin, FormView):
+    template_name = "tenants/tenant_delete.html"
+    form_class = TenantDeleteForm
+
+    def form_valid(self, form: TenantDeleteForm) -> HttpResponse:
+        try:
+            services.tenant_delete(tenant=self.tenant, actor=self.request.user.get_username(),
+                                   confirm_slug=form.cleaned_data["confirm_slug"])
+        except ValidationError as error:
+            _form_errors_from(error, form)
+            return self.form_invalid(form)
+        except services.TenantLifecycleError as error:
+            form.add_error(None, str(error))
+            return self.form_invalid(form)
+        messages.success(self.request, f"Tenant {self.tenant.slug} deleted; its data is kept "
+                                       f"until {self.tenant.purge_after:%Y-%m-%d %H:%M}.")
+        return redirect("fleet")
+
+
+class DomainAddView(TenantMixin, View):
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        form = DomainForm(request.POST)
+        if form.is_valid():
+            try:
+                services.domain_add(tenant=self.tenant, domain=form.cleaned_data["domain"],
+                                    actor=request.user.get_username())
+                messages.success(request, f"Added {form.cleaned_data['domain']}.")
+            except ValidationError as error:
+                messages.error(request, " ".join(error.messages))
+        else:
+            messages.error(request, "Enter a host name.")
+        return redirect("tenant_detail", slug=self.tenant.slug)
+
+
+class DomainRemoveView(TenantMixin, View):
+    def post(self, request: HttpRequest, pk: int, **kwargs: Any) -> HttpResponse:
+        domain = get_object_or_404(Domain, pk=pk, tenant=self.tenant)
+        try:
+            services.domain_remove(domain=domain, actor=request.user.get_username())
+            messages.success(request, f"Removed {domain.domain}.")
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        return redirect("tenant_detail", slug=self.tenant.slug)

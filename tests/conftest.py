@@ -1,0 +1,134 @@
+"""Shared fixtures: two twin tenants (alpha, beta) made once, clients and users per test.
+
+The tenants are created once per session by the real provisioning service and committed;
+each test then runs in a rolled-back transaction, so what a test writes disappears.
+"""
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from accounts.models import Role, User
+from accounts.services import user_create
+from tenants import services
+from tenants.models import Tenant, TenantStatus
+
+PASSWORD = "correct-horse-battery-staple"
+TWINS = ("alpha", "beta")
+
+
+def require_tool(path: str, what: str) -> None:
+    """Skip with a reason when run by hand; under CI (`CI` set), a missing tool is a failure."""
+    if shutil.which(path) or os.path.exists(path):
+        return
+    reason = f"{what} is not installed ({path}); .ci/run installs it"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
+    with django_db_blocker.unblock():
+        call_command("migrate_portal", verbosity=0)
+        for slug in TWINS:
+            tenant = Tenant.objects.filter(slug=slug).first()
+            if tenant is not None and tenant.status != TenantStatus.ACTIVE:
+                tenant.status = TenantStatus.ACTIVE  # a test run killed mid-way
+                tenant.save(update_fields=["status"])
+            if tenant is None:
+                services.tenant_create(slug=slug, name=f"{slug.title()} Hospital",
+                                       admin_email=f"admin@{slug}.example",
+                                       ae_title=slug.upper(), created_by="tests")
+
+
+@pytest.fixture(autouse=True)
+def _public_schema_after_test() -> Iterator[None]:
+    yield
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def alpha(db) -> Tenant:  # type: ignore[no-untyped-def]
+    return Tenant.objects.get(slug="alpha")
+
+
+@pytest.fixture
+def beta(db) -> Tenant:  # type: ignore[no-untyped-def]
+    return Tenant.objects.get(slug="beta")
+
+
+def host_of(tenant: Tenant) -> str:
+    return f"{tenant.slug}.localhost"
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., User]:  # type: ignore[no-untyped-def]
+    """Create a user in a tenant's schema (or public with tenant=None)."""
+
+    def make(tenant: Tenant | None, *, username: str | None = None, role: str = Role.ADMIN,
+             superuser: bool = False) -> User:
+        schema = tenant.schema_name if tenant else "public"
+        with schema_context(schema):
+            return user_create(username=username or f"u{uuid.uuid4().hex[:8]}",
+                               email="someone@example.org", role=role, password=PASSWORD,
+                               is_superuser=superuser)
+
+    return make
+
+
+def tenant_client(tenant: Tenant, **extra: str) -> Client:
+    return Client(HTTP_HOST=host_of(tenant), **extra)
+
+
+def logged_in(client: Client, username: str, *, prefix: str = "") -> Client:
+    response = client.post(f"{prefix}/account/login/", {"username": username,
+                                                        "password": PASSWORD})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return client
+
+
+@pytest.fixture
+def superadmin(make_user) -> User:  # type: ignore[no-untyped-def]
+    return make_user(None, username="root", superuser=True)
+
+
+@pytest.fixture
+def superadmin_client(superadmin) -> Client:  # type: ignore[no-untyped-def]
+    return logged_in(Client(HTTP_HOST="localhost"), superadmin.username)
+
+
+@pytest.fixture
+def alpha_admin(make_user, alpha) -> User:  # type: ignore[no-untyped-def]
+    return make_user(alpha, username="alice")
+
+
+@pytest.fixture
+def alpha_admin_client(alpha, alpha_admin) -> Client:  # type: ignore[no-untyped-def]
+    return logged_in(tenant_client(alpha), alpha_admin.username)
+
+
+@pytest.fixture
+def new_tenant(db) -> Callable[..., services.TenantCreation]:  # type: ignore[no-untyped-def]
+    """Provision a throwaway tenant inside the test's transaction (its files are removed)."""
+    made: list[Tenant] = []
+
+    def make(slug: str | None = None, **kwargs: object) -> services.TenantCreation:
+        slug = f"tmp-{uuid.uuid4().hex[:8]}" if slug is None else slug
+        creation = services.tenant_create(slug=slug, name=kwargs.pop("name", slug.title()),
+                                          admin_email=kwargs.pop("admin_email",
+                                                                 "admin@example.org"),
+                                          created_by="tests", **kwargs)  # type: ignore[arg-type]
+        made.append(creation.tenant)
+        return creation
+
+    yield make
+    for tenant in made:
+        shutil.rmtree(tenant.storage_root, ignore_errors=True)
