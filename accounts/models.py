@@ -68,7 +68,7 @@ class ApiToken(models.Model):
         """`pp_<key_id>_<secret>` -> (key_id, secret), or None when it is not a token of ours."""
         if not raw.startswith(cls.PREFIX):
             return None
-        key_id, _, secret = raw[len(cls.PREFIX):].partition("_")
+        key_id, _, secret = raw[len(cls.PREFIX) :].partition("_")
         if not key_id or not secret or len(key_id) > 16:
             return None
         return key_id, secret

@@ -23,11 +23,18 @@ class SchemaBoundTokenGenerator(PasswordResetTokenGenerator):
 set_password_tokens = SchemaBoundTokenGenerator()
 
 
-def user_create(*, username: str, email: str, role: str = Role.VIEWER,
-                password: str | None = None, is_superuser: bool = False) -> User:
+def user_create(
+    *,
+    username: str,
+    email: str,
+    role: str = Role.VIEWER,
+    password: str | None = None,
+    is_superuser: bool = False,
+) -> User:
     """A user of the active schema; without a password, they set one through a link."""
-    user = User(username=username, email=email, role=role,
-                is_superuser=is_superuser, is_staff=is_superuser)
+    user = User(
+        username=username, email=email, role=role, is_superuser=is_superuser, is_staff=is_superuser
+    )
     if password:
         user.set_password(password)
     else:
@@ -46,8 +53,9 @@ def user_set_password_path(*, user: User) -> str:
     return "/" + path
 
 
-def api_token_create(*, user: User, name: str, scope: str = TokenScope.FULL,
-                     expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+def api_token_create(
+    *, user: User, name: str, scope: str = TokenScope.FULL, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
     """A new token and its raw value, which is shown once and never stored."""
     raw, key_id, key_hash = ApiToken.generate()
     token = ApiToken.objects.create(

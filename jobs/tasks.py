@@ -63,7 +63,9 @@ def dispatch_tenant_job(job: str, every_seconds: int, spread_seconds: int | None
     for index, tenant in enumerate(tenants):
         # Sent with the tenant's schema in the headers: the task runs in that schema.
         dispatch_tenant_job.app.send_task(
-            task_name, kwargs={"period": period}, countdown=round(index * step, 1),
+            task_name,
+            kwargs={"period": period},
+            countdown=round(index * step, 1),
             headers={"_schema_name": tenant.schema_name},
             queue=settings.CELERY_PERIODIC_QUEUE,
         )

@@ -15,8 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,7 +36,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     try:
-        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 - a constant
         if "1 row" not in exists:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")
         socket_dir = server.get_uri().split("host=", 1)[1].split("&", 1)[0]
@@ -53,15 +53,34 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     process = subprocess.Popen(
-        [REDIS_SERVER_PATH, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-         "--appendonly", "yes", "--save", "", "--daemonize", "no", "--loglevel", "warning"],
+        [
+            REDIS_SERVER_PATH,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 15
         while True:
-            probe = subprocess.run([REDIS_CLI_PATH, "-p", str(port), "ping"],
-                                   capture_output=True, text=True, check=False)
+            probe = subprocess.run(
+                [REDIS_CLI_PATH, "-p", str(port), "ping"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if probe.stdout.strip() == "PONG":
                 break
             if process.poll() is not None or time.monotonic() > deadline:
@@ -80,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m portal.embedded",
         description="Run COMMAND with DATABASE_URL and REDIS_URL set, starting embedded "
-                    "PostgreSQL and Redis for whichever is unset.")
+        "PostgreSQL and Redis for whichever is unset.",
+    )
     parser.add_argument("--var", default=".var", help="Directory for embedded data (.var).")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="The command to run.")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import DisallowedHost
+from django.core.handlers.wsgi import get_script_name
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.http.request import split_domain_port
@@ -108,8 +109,11 @@ def select(request: HttpRequest) -> Selection:
                 raise SelectionError(404, "No tenant has this name.")
             path_info = match["rest"] or ""
 
-    selectors = {s for s in (header_slug, path_slug,
-                             host_tenant.slug if host_tenant else None) if s is not None}
+    selectors = {
+        s
+        for s in (header_slug, path_slug, host_tenant.slug if host_tenant else None)
+        if s is not None
+    }
     if len(selectors) > 1:
         raise SelectionError(400, "The request names more than one tenant.")
     slug = selectors.pop() if selectors else None
@@ -118,10 +122,15 @@ def select(request: HttpRequest) -> Selection:
     return Selection(slug=slug, prefix=prefix, path_info=path_info, host_tenant=host_tenant)
 
 
-def _error_page(request: HttpRequest, status: int, reason: str, *,
-                tenant: Tenant | None = None) -> HttpResponse:
-    template = {403: "errors/tenant_suspended.html", 404: "errors/tenant_not_found.html",
-                400: "errors/bad_request.html", 503: "errors/tenant_unavailable.html"}[status]
+def _error_page(
+    request: HttpRequest, status: int, reason: str, *, tenant: Tenant | None = None
+) -> HttpResponse:
+    template = {
+        403: "errors/tenant_suspended.html",
+        404: "errors/tenant_not_found.html",
+        400: "errors/bad_request.html",
+        503: "errors/tenant_unavailable.html",
+    }[status]
     return render(request, template, {"reason": reason, "blocked_tenant": tenant}, status=status)
 
 
@@ -130,13 +139,19 @@ class TenantRoutingMiddleware(MiddlewareMixin):
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
         connection.set_schema_to_public()
+        # The prefix is thread-local: start from this request's own, never the last one's.
+        set_script_prefix(get_script_name(request.META) + "/")
         set_urlconf(settings.PUBLIC_SCHEMA_URLCONF)
         request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
         try:
             selection = select(request)
         except SelectionError as error:
-            logger.info("tenant selection refused (%s): %s %s", error.status,
-                        request.META.get("HTTP_HOST"), request.path)
+            logger.info(
+                "tenant selection refused (%s): %s %s",
+                error.status,
+                request.META.get("HTTP_HOST"),
+                request.path,
+            )
             return _error_page(request, error.status, error.reason)
 
         if selection.path_info == "":
@@ -151,8 +166,9 @@ class TenantRoutingMiddleware(MiddlewareMixin):
             if tenant.status == TenantStatus.SUSPENDED:
                 return _error_page(request, 403, "This tenant is suspended.", tenant=tenant)
             if tenant.status != TenantStatus.ACTIVE:
-                return _error_page(request, 503, "This tenant is being set up; try again soon.",
-                                   tenant=tenant)
+                return _error_page(
+                    request, 503, "This tenant is being set up; try again soon.", tenant=tenant
+                )
 
         if selection.prefix:
             request.META["SCRIPT_NAME"] = selection.prefix
@@ -218,8 +234,11 @@ class SessionTenantGuardMiddleware(MiddlewareMixin):
         if not request.user.is_authenticated:
             return
         if request.session.get(SESSION_SCHEMA_KEY) != connection.schema_name:
-            logger.warning("session of schema %s presented to %s; logged out",
-                           request.session.get(SESSION_SCHEMA_KEY), connection.schema_name)
+            logger.warning(
+                "session of schema %s presented to %s; logged out",
+                request.session.get(SESSION_SCHEMA_KEY),
+                connection.schema_name,
+            )
             logout(request)
 
 

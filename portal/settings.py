@@ -13,7 +13,7 @@ if (BASE_DIR / ".env").is_file():
 
 DEBUG = env.bool("DEBUG", default=False)
 
-_INSECURE_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105
+_INSECURE_KEY = "insecure-development-key-never-use-in-production"
 SECRET_KEY = env("SECRET_KEY", default=_INSECURE_KEY if DEBUG else "")
 
 PORTAL_BASE_DOMAIN = env("PORTAL_BASE_DOMAIN", default="localhost").lower()
@@ -33,9 +33,7 @@ PORTAL_TEMPLATE_SCHEMA = "tenant_template"
 if PORTAL_TENANT_ROUTING not in {"subdomain", "path"}:
     raise ImproperlyConfigured("PORTAL_TENANT_ROUTING must be 'subdomain' or 'path'.")
 
-ALLOWED_HOSTS = env.list(
-    "ALLOWED_HOSTS", default=[PORTAL_BASE_DOMAIN, f".{PORTAL_BASE_DOMAIN}"]
-)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[PORTAL_BASE_DOMAIN, f".{PORTAL_BASE_DOMAIN}"])
 
 if not DEBUG:
     # Production refuses to start on settings that would leak or forge sessions.

@@ -13,18 +13,31 @@ urlpatterns = [
     path("tenants/new/", views.TenantCreateView.as_view(), name="tenant_create"),
     path("tenants/<slug:slug>/", views.TenantDetailView.as_view(), name="tenant_detail"),
     path("tenants/<slug:slug>/edit/", views.TenantEditView.as_view(), name="tenant_edit"),
-    path("tenants/<slug:slug>/suspend/", views.TenantActionView.as_view(action="suspend"),
-         name="tenant_suspend"),
-    path("tenants/<slug:slug>/resume/", views.TenantActionView.as_view(action="resume"),
-         name="tenant_resume"),
-    path("tenants/<slug:slug>/restore/", views.TenantActionView.as_view(action="restore"),
-         name="tenant_restore"),
+    path(
+        "tenants/<slug:slug>/suspend/",
+        views.TenantActionView.as_view(action="suspend"),
+        name="tenant_suspend",
+    ),
+    path(
+        "tenants/<slug:slug>/resume/",
+        views.TenantActionView.as_view(action="resume"),
+        name="tenant_resume",
+    ),
+    path(
+        "tenants/<slug:slug>/restore/",
+        views.TenantActionView.as_view(action="restore"),
+        name="tenant_restore",
+    ),
     path("tenants/<slug:slug>/delete/", views.TenantDeleteView.as_view(), name="tenant_delete"),
     path("tenants/<slug:slug>/domains/", views.DomainAddView.as_view(), name="domain_add"),
-    path("tenants/<slug:slug>/domains/<int:pk>/delete/", views.DomainRemoveView.as_view(),
-         name="domain_remove"),
+    path(
+        "tenants/<slug:slug>/domains/<int:pk>/delete/",
+        views.DomainRemoveView.as_view(),
+        name="domain_remove",
+    ),
     path("api/v1/", include("tenants.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_public"),
-         name="api_schema"),
+    path(
+        "api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_public"), name="api_schema"
+    ),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
 ]

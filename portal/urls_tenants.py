@@ -9,7 +9,8 @@ urlpatterns = [
     path("", DashboardView.as_view(), name="home"),
     path("account/", include("portal.urls_accounts")),
     path("api/v1/", include("accounts.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_tenants"),
-         name="api_schema"),
+    path(
+        "api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_tenants"), name="api_schema"
+    ),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
 ]

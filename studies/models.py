@@ -19,14 +19,16 @@ class StorageMedium(models.Model):
     """A disk or bucket that holds the tenant's DICOM files, with its capacity and watermarks."""
 
     name = models.CharField(max_length=100, unique=True)
-    kind = models.CharField(max_length=16, choices=MediumKind.choices,
-                            default=MediumKind.FILESYSTEM)
+    kind = models.CharField(
+        max_length=16, choices=MediumKind.choices, default=MediumKind.FILESYSTEM
+    )
     root = models.CharField(max_length=1024, help_text="Directory (or bucket/prefix).")
     capacity_bytes = models.BigIntegerField()
     high_watermark = models.PositiveSmallIntegerField(default=90)
     low_watermark = models.PositiveSmallIntegerField(default=80)
-    status = models.CharField(max_length=16, choices=MediumStatus.choices,
-                              default=MediumStatus.ONLINE)
+    status = models.CharField(
+        max_length=16, choices=MediumStatus.choices, default=MediumStatus.ONLINE
+    )
     priority = models.IntegerField(default=0, help_text="Higher priority media fill first.")
     used_bytes = models.BigIntegerField(default=0)
     file_count = models.BigIntegerField(default=0)
@@ -36,11 +38,15 @@ class StorageMedium(models.Model):
     class Meta:
         ordering = ["-priority", "name"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(capacity_bytes__gt=0),
-                                   name="medium_capacity_positive"),
             models.CheckConstraint(
-                condition=models.Q(low_watermark__gt=0, low_watermark__lt=models.F("high_watermark"),
-                                   high_watermark__lte=100),
+                condition=models.Q(capacity_bytes__gt=0), name="medium_capacity_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    low_watermark__gt=0,
+                    low_watermark__lt=models.F("high_watermark"),
+                    high_watermark__lte=100,
+                ),
                 name="medium_watermarks_ordered",
             ),
         ]

@@ -13,7 +13,7 @@ def measure_storage_usage(period: str) -> dict[str, int] | None:
     with job_run("storage-usage", period) as counts:
         if counts is None:
             return None
-        for medium, usage in media_measure_usage():
+        for _medium, usage in media_measure_usage():
             counts.add("media")
             counts.add("bytes", usage.bytes)
             counts.add("files", usage.files)

@@ -16,8 +16,9 @@ class DashboardView(LoginRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         media = list(StorageMedium.objects.exclude(status=MediumStatus.RETIRED))
-        totals = StorageMedium.objects.aggregate(used=Sum("used_bytes"),
-                                                 capacity=Sum("capacity_bytes"))
+        totals = StorageMedium.objects.aggregate(
+            used=Sum("used_bytes"), capacity=Sum("capacity_bytes")
+        )
         users = get_user_model().objects.filter(is_active=True)
         return super().get_context_data(
             media=media,

@@ -11,10 +11,15 @@ def public_tenant_ensure() -> Tenant:
     with transaction.atomic():
         tenant, _ = Tenant.objects.get_or_create(
             schema_name="public",
-            defaults={"slug": "public", "name": "Platform", "status": TenantStatus.ACTIVE,
-                      "storage_root": str(settings.PORTAL_STORAGE_ROOT)},
+            defaults={
+                "slug": "public",
+                "name": "Platform",
+                "status": TenantStatus.ACTIVE,
+                "storage_root": str(settings.PORTAL_STORAGE_ROOT),
+            },
         )
         Domain.objects.filter(tenant=tenant).exclude(domain=settings.PORTAL_BASE_DOMAIN).delete()
-        Domain.objects.get_or_create(domain=settings.PORTAL_BASE_DOMAIN,
-                                     defaults={"tenant": tenant, "is_primary": True})
+        Domain.objects.get_or_create(
+            domain=settings.PORTAL_BASE_DOMAIN, defaults={"tenant": tenant, "is_primary": True}
+        )
     return tenant

@@ -11,36 +11,47 @@ GIB = 1 << 30
 
 class TenantCreateForm(forms.Form):
     slug = forms.CharField(
-        max_length=32, validators=[validate_slug],
+        max_length=32,
+        validators=[validate_slug],
         help_text="Lowercase DNS label, e.g. st-marys. Becomes the tenant's host name; "
-                  "it cannot be changed later.",
-        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off",
-                                      "pattern": "[a-z0-9-]+"}),
+        "it cannot be changed later.",
+        widget=forms.TextInput(
+            attrs={"autofocus": True, "autocomplete": "off", "pattern": "[a-z0-9-]+"}
+        ),
     )
     name = forms.CharField(max_length=200, label="Display name")
-    admin_email = forms.EmailField(label="Admin e-mail",
-                                   help_text="The tenant admin gets a one-time set-password link.")
-    ae_title = forms.CharField(max_length=16, required=False, label="AE title",
-                               validators=[validate_ae_title],
-                               help_text="Called AE title for DICOM (optional, e.g. ACME).")
-    quota_gib = forms.IntegerField(min_value=1, label="Storage quota (GiB)",
-                                   initial=settings.PORTAL_DEFAULT_QUOTA_BYTES // GIB)
-    quota_users = forms.IntegerField(min_value=1, label="User quota",
-                                     initial=settings.PORTAL_DEFAULT_QUOTA_USERS)
+    admin_email = forms.EmailField(
+        label="Admin e-mail", help_text="The tenant admin gets a one-time set-password link."
+    )
+    ae_title = forms.CharField(
+        max_length=16,
+        required=False,
+        label="AE title",
+        validators=[validate_ae_title],
+        help_text="Called AE title for DICOM (optional, e.g. ACME).",
+    )
+    quota_gib = forms.IntegerField(
+        min_value=1, label="Storage quota (GiB)", initial=settings.PORTAL_DEFAULT_QUOTA_BYTES // GIB
+    )
+    quota_users = forms.IntegerField(
+        min_value=1, label="User quota", initial=settings.PORTAL_DEFAULT_QUOTA_USERS
+    )
     storage_root = forms.CharField(
-        max_length=1024, required=False, label="Allowed storage root",
+        max_length=1024,
+        required=False,
+        label="Allowed storage root",
         help_text=f"Leave empty for {settings.PORTAL_STORAGE_ROOT}/<slug>.",
     )
 
     def clean_slug(self) -> str:
         slug = self.cleaned_data["slug"]
-        if Tenant.objects.filter(slug=slug).exists():
+        if Tenant.all_objects.filter(slug=slug).exists():
             raise forms.ValidationError("A tenant with this slug exists (slugs are never reused).")
         return slug
 
     def clean_ae_title(self) -> str | None:
         value = self.cleaned_data["ae_title"] or None
-        if value and Tenant.objects.filter(ae_title=value).exists():
+        if value and Tenant.all_objects.filter(ae_title=value).exists():
             raise forms.ValidationError("Another tenant already uses this AE title.")
         return value
 
@@ -59,16 +70,21 @@ class TenantEditForm(forms.ModelForm):
 
 
 class TenantDeleteForm(forms.Form):
-    confirm_slug = forms.CharField(label="Type the tenant's slug to confirm",
-                                   widget=forms.TextInput(attrs={"autocomplete": "off",
-                                                                 "autofocus": True}))
+    confirm_slug = forms.CharField(
+        label="Type the tenant's slug to confirm",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autofocus": True}),
+    )
 
 
 class TenantSuspendForm(forms.Form):
-    reason = forms.CharField(max_length=500, required=False,
-                             help_text="Shown in the tenant's history.")
+    reason = forms.CharField(
+        max_length=500, required=False, help_text="Shown in the tenant's history."
+    )
 
 
 class DomainForm(forms.Form):
-    domain = forms.CharField(max_length=253, label="Custom domain",
-                             widget=forms.TextInput(attrs={"placeholder": "pacs.hospital.example"}))
+    domain = forms.CharField(
+        max_length=253,
+        label="Custom domain",
+        widget=forms.TextInput(attrs={"placeholder": "pacs.hospital.example"}),
+    )

@@ -15,6 +15,14 @@ class TenantStatus(models.TextChoices):
     PURGED = "purged", "Purged"
 
 
+class LiveTenantManager(models.Manager["Tenant"]):
+    """Tenants that still have a schema. django-tenants iterates `Tenant.objects` in
+    `migrate_schemas` and friends; a purged tenant's row stays as a record but has no schema."""
+
+    def get_queryset(self) -> models.QuerySet["Tenant"]:
+        return super().get_queryset().exclude(status=TenantStatus.PURGED)
+
+
 class Tenant(TenantMixin):
     """A hospital, clinic or research group: one PostgreSQL schema and one storage root."""
 
@@ -24,7 +32,11 @@ class Tenant(TenantMixin):
         max_length=16, choices=TenantStatus.choices, default=TenantStatus.PROVISIONING
     )
     ae_title = models.CharField(
-        "AE title", max_length=16, unique=True, null=True, blank=True,
+        "AE title",
+        max_length=16,
+        unique=True,
+        null=True,
+        blank=True,
         validators=[validate_ae_title],
         help_text="Called AE title that routes DICOM associations to this tenant.",
     )
@@ -35,12 +47,16 @@ class Tenant(TenantMixin):
         "user quota", default=settings.PORTAL_DEFAULT_QUOTA_USERS
     )
     storage_root = models.CharField(
-        "allowed storage root", max_length=1024,
+        "allowed storage root",
+        max_length=1024,
         help_text="Every storage medium of the tenant must lie inside this directory.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     purge_after = models.DateTimeField(null=True, blank=True)
+
+    objects = LiveTenantManager()
+    all_objects = models.Manager()
 
     # Provisioning is explicit (tenants/provisioning.py), never a side effect of save().
     auto_create_schema = False
@@ -48,6 +64,8 @@ class Tenant(TenantMixin):
 
     class Meta:
         ordering = ["slug"]
+        # Uniqueness checks and admin tools see purged rows too: slugs are never reused.
+        default_manager_name = "all_objects"
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(quota_bytes__gt=0), name="tenant_quota_bytes_positive"

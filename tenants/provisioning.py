@@ -50,7 +50,8 @@ def migration_state(schema_name: str) -> MigrationState:
     """Compare a schema's `django_migrations` with the migrations on disk."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", [f"{quote_schema_name(schema_name)}.django_migrations"]
+            "SELECT to_regclass(%s) IS NOT NULL",
+            [f"{quote_schema_name(schema_name)}.django_migrations"],
         )
         if not cursor.fetchone()[0]:
             return MigrationState(missing=expected_tenant_migrations(), error="schema missing")
@@ -64,8 +65,11 @@ def migration_state(schema_name: str) -> MigrationState:
 def migrate_schema(schema_name: str, *, verbosity: int = 0) -> None:
     """Apply the tenant apps' migrations to one existing schema."""
     call_command(
-        "migrate_schemas", schema_name=schema_name, tenant=True,
-        interactive=False, verbosity=verbosity,
+        "migrate_schemas",
+        schema_name=schema_name,
+        tenant=True,
+        interactive=False,
+        verbosity=verbosity,
     )
     connection.set_schema_to_public()
 
@@ -95,11 +99,48 @@ def schema_create(schema_name: str) -> str:
         CloneSchema().clone_schema(
             settings.PORTAL_TEMPLATE_SCHEMA, schema_name, "DATA", set_connection=False
         )
+        _restore_constraint_names(settings.PORTAL_TEMPLATE_SCHEMA, schema_name)
         return "clone"
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE SCHEMA {quote_schema_name(schema_name)}")
     migrate_schema(schema_name)
     return "migrate"
+
+
+_CONSTRAINTS_SQL = """
+    SELECT c.conrelid::regclass::text, c.contype, pg_get_constraintdef(c.oid), c.conname
+    FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+    WHERE n.nspname = %s AND c.contype IN ('u', 'p', 'c', 'f', 'x')
+"""
+
+
+def _restore_constraint_names(template: str, clone: str) -> None:
+    """Give the clone's constraints the template's names.
+
+    `clone_schema` recreates unique constraints with PostgreSQL's default names
+    (`<table>_<cols>_key`) instead of Django's (`..._uniq` or a Meta name). A later
+    migration that drops a constraint by name would then fail on every cloned tenant.
+    """
+
+    def constraints(schema: str) -> dict[tuple[str, str, str], str]:
+        with connection.cursor() as cursor:
+            cursor.execute(_CONSTRAINTS_SQL, [schema])
+            rows = cursor.fetchall()
+        prefix = f"{schema}."
+        return {
+            (table.removeprefix(prefix), kind, definition.replace(prefix, "")): name
+            for table, kind, definition, name in rows
+        }
+
+    wanted, actual = constraints(template), constraints(clone)
+    with connection.cursor() as cursor:
+        for key, name in actual.items():
+            if key in wanted and wanted[key] != name:
+                cursor.execute(
+                    f"ALTER TABLE {quote_schema_name(clone)}.{connection.ops.quote_name(key[0])} "
+                    f"RENAME CONSTRAINT {connection.ops.quote_name(name)} "
+                    f"TO {connection.ops.quote_name(wanted[key])}"
+                )
 
 
 def schema_drop(schema_name: str) -> None:

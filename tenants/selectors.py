@@ -28,15 +28,16 @@ class FleetRow:
 
     @property
     def needs_attention(self) -> bool:
-        return (not self.migrations.is_current and self.tenant.status != TenantStatus.PURGED) \
-            or bool(self.figures.media_above_watermark) or bool(self.figures.failed_jobs)
+        return (
+            (not self.migrations.is_current and self.tenant.status != TenantStatus.PURGED)
+            or bool(self.figures.media_above_watermark)
+            or bool(self.figures.failed_jobs)
+        )
 
 
 def tenant_list(*, include_purged: bool = False) -> QuerySet[Tenant]:
-    tenants = Tenant.objects.exclude(schema_name="public").prefetch_related("domains")
-    if not include_purged:
-        tenants = tenants.exclude(status=TenantStatus.PURGED)
-    return tenants
+    manager = Tenant.all_objects if include_purged else Tenant.objects
+    return manager.exclude(schema_name="public").prefetch_related("domains")
 
 
 def tenant_figures(tenant: Tenant) -> TenantFigures:
@@ -45,8 +46,8 @@ def tenant_figures(tenant: Tenant) -> TenantFigures:
     sql = f"""
         SELECT (SELECT count(*) FROM {schema}.accounts_user WHERE is_active),
                (SELECT count(*) FROM {schema}.studies_storagemedium WHERE status <> 'retired'),
-               (SELECT coalesce(sum(used_bytes), 0) FROM {schema}.studies_storagemedium),
-               (SELECT coalesce(sum(capacity_bytes), 0) FROM {schema}.studies_storagemedium
+               (SELECT coalesce(sum(used_bytes), 0)::bigint FROM {schema}.studies_storagemedium),
+               (SELECT coalesce(sum(capacity_bytes), 0)::bigint FROM {schema}.studies_storagemedium
                  WHERE status <> 'retired'),
                (SELECT count(*) FROM {schema}.studies_storagemedium
                  WHERE status = 'online' AND used_bytes * 100 >= capacity_bytes * high_watermark),
@@ -67,13 +68,20 @@ def fleet(*, include_purged: bool = False) -> list[FleetRow]:
         if tenant.status == TenantStatus.PURGED:
             rows.append(FleetRow(tenant, TenantFigures(), provisioning.MigrationState(frozenset())))
             continue
-        rows.append(FleetRow(tenant, tenant_figures(tenant),
-                             provisioning.migration_state(tenant.schema_name)))
+        rows.append(
+            FleetRow(
+                tenant, tenant_figures(tenant), provisioning.migration_state(tenant.schema_name)
+            )
+        )
     return rows
 
 
 def schedulable_tenants() -> list[Tenant]:
     """Tenants the singleton may run jobs for: active and with every migration applied."""
-    return [tenant for tenant in Tenant.objects.filter(status=TenantStatus.ACTIVE)
-            .exclude(schema_name="public")
-            if provisioning.migration_state(tenant.schema_name).is_current]
+    return [
+        tenant
+        for tenant in Tenant.objects.filter(status=TenantStatus.ACTIVE).exclude(
+            schema_name="public"
+        )
+        if provisioning.migration_state(tenant.schema_name).is_current
+    ]

@@ -22,8 +22,8 @@ from accounts.services import user_create, user_set_password_path
 from studies.models import StorageMedium
 from studies.storage import StoragePathError, resolve_inside
 from tenants import provisioning
-from tenants.models import Domain, Tenant, TenantEvent, TenantStatus
 from tenants.links import tenant_url
+from tenants.models import Domain, Tenant, TenantEvent, TenantStatus
 from tenants.validators import schema_name_for, validate_custom_domain, validate_slug
 
 logger = logging.getLogger(__name__)
@@ -50,11 +50,16 @@ class TenantCreation:
     method: str  # "clone" or "migrate"
 
 
-def _record(tenant: Tenant, action: str, actor: str, *, from_status: str = "",
-            **details: object) -> None:
+def _record(
+    tenant: Tenant, action: str, actor: str, *, from_status: str = "", **details: object
+) -> None:
     TenantEvent.objects.create(
-        tenant=tenant, action=action, actor=actor, from_status=from_status,
-        to_status=tenant.status, details=details,
+        tenant=tenant,
+        action=action,
+        actor=actor,
+        from_status=from_status,
+        to_status=tenant.status,
+        details=details,
     )
 
 
@@ -89,27 +94,36 @@ def tenant_create(
     All or nothing: the schema is created inside the same transaction as the rows, and the
     storage directory is removed again if the transaction does not commit.
     """
-    validate_slug(slug)
-    try:
-        validate_email(admin_email)
-    except ValidationError as error:
-        raise ValidationError({"admin_email": error.messages}) from None
+    for field, validator, value in [
+        ("slug", validate_slug, slug),
+        ("admin_email", validate_email, admin_email),
+    ]:
+        try:
+            validator(value)
+        except ValidationError as error:
+            raise ValidationError({field: error.error_list}) from None
     root = _validate_storage_root(storage_root or str(default_storage_root(slug)))
     if root == Path(settings.PORTAL_STORAGE_ROOT).resolve():
-        raise ValidationError({"storage_root": "A tenant needs its own directory, not the "
-                                               "whole storage root."})
+        raise ValidationError(
+            {"storage_root": "A tenant needs its own directory, not the whole storage root."}
+        )
     tenant = Tenant(
-        slug=slug, name=name, schema_name=schema_name_for(slug), ae_title=ae_title or None,
+        slug=slug,
+        name=name,
+        schema_name=schema_name_for(slug),
+        ae_title=ae_title or None,
         quota_bytes=quota_bytes or settings.PORTAL_DEFAULT_QUOTA_BYTES,
         quota_users=quota_users or settings.PORTAL_DEFAULT_QUOTA_USERS,
-        storage_root=str(root), status=TenantStatus.PROVISIONING,
+        storage_root=str(root),
+        status=TenantStatus.PROVISIONING,
     )
     tenant.full_clean()
     domain = Domain(domain=f"{slug}.{settings.PORTAL_BASE_DOMAIN}", tenant=tenant, is_primary=True)
     domain.full_clean(exclude=["tenant"])
     if root.exists() and any(root.iterdir()):
-        raise ValidationError({"storage_root": f"{root} already holds files; choose an empty "
-                                               "or new directory."})
+        raise ValidationError(
+            {"storage_root": f"{root} already holds files; choose an empty or new directory."}
+        )
 
     created_dir = not root.exists()
     try:
@@ -122,34 +136,58 @@ def tenant_create(
             medium_root = root / "default"
             medium_root.mkdir(parents=True, exist_ok=True)
             with schema_context(tenant.schema_name):
-                admin = user_create(username=admin_username, email=admin_email, role=Role.ADMIN,
-                                    password=admin_password)
+                admin = user_create(
+                    username=admin_username,
+                    email=admin_email,
+                    role=Role.ADMIN,
+                    password=admin_password,
+                )
                 StorageMedium.objects.create(
-                    name="default", root=str(medium_root), capacity_bytes=tenant.quota_bytes,
+                    name="default",
+                    root=str(medium_root),
+                    capacity_bytes=tenant.quota_bytes,
                 )
                 set_password_path = user_set_password_path(user=admin)
             tenant.status = TenantStatus.ACTIVE
             tenant.save(update_fields=["status"])
-            _record(tenant, "activate", "system", from_status=TenantStatus.PROVISIONING,
-                    provisioning=method)
+            _record(
+                tenant,
+                "activate",
+                "system",
+                from_status=TenantStatus.PROVISIONING,
+                provisioning=method,
+            )
     except BaseException:
         if created_dir:
             shutil.rmtree(root, ignore_errors=True)
         raise
     logger.info("tenant %s created by %s (%s)", slug, created_by, method)
     return TenantCreation(
-        tenant=tenant, admin=admin, method=method,
+        tenant=tenant,
+        admin=admin,
+        method=method,
         set_password_url=tenant_url(tenant, set_password_path),
     )
 
 
-def tenant_update(*, tenant: Tenant, actor: str, name: str | None = None,
-                  quota_bytes: int | None = None, quota_users: int | None = None,
-                  storage_root: str | None = None, ae_title: str | None = None) -> Tenant:
+def tenant_update(
+    *,
+    tenant: Tenant,
+    actor: str,
+    name: str | None = None,
+    quota_bytes: int | None = None,
+    quota_users: int | None = None,
+    storage_root: str | None = None,
+    ae_title: str | None = None,
+) -> Tenant:
     """Change a tenant's display name, quotas, AE title or allowed storage root."""
     changes: dict[str, list[object]] = {}
-    new_values = {"name": name, "quota_bytes": quota_bytes, "quota_users": quota_users,
-                  "ae_title": ae_title}
+    new_values = {
+        "name": name,
+        "quota_bytes": quota_bytes,
+        "quota_users": quota_users,
+        "ae_title": ae_title,
+    }
     if storage_root is not None:
         new_values["storage_root"] = str(_validate_storage_root(storage_root))
     for field, value in new_values.items():
@@ -178,7 +216,8 @@ def _transition(tenant: Tenant, action: str, actor: str, **details: object) -> T
         if action == "delete":
             locked.deleted_at = timezone.now()
             locked.purge_after = locked.deleted_at + timedelta(
-                days=settings.PORTAL_TENANT_GRACE_DAYS)
+                days=settings.PORTAL_TENANT_GRACE_DAYS
+            )
         elif action == "restore":
             locked.deleted_at = locked.purge_after = None
         locked.save()
@@ -214,8 +253,9 @@ def tenant_purge(*, tenant: Tenant, actor: str = "system") -> Tenant:
     # Never remove anything outside the storage root, whatever the row says.
     root = resolve_inside(settings.PORTAL_STORAGE_ROOT, root)
     with transaction.atomic():
-        tenant = _transition(tenant, "purge", actor, schema=tenant.schema_name,
-                             storage_root=str(root))
+        tenant = _transition(
+            tenant, "purge", actor, schema=tenant.schema_name, storage_root=str(root)
+        )
         Domain.objects.filter(tenant=tenant).delete()
         provisioning.schema_drop(tenant.schema_name)
     # Files go after the commit: a failed transaction must not lose data.
@@ -225,8 +265,7 @@ def tenant_purge(*, tenant: Tenant, actor: str = "system") -> Tenant:
 
 
 def tenants_due_for_purge() -> list[Tenant]:
-    return list(Tenant.objects.filter(status=TenantStatus.DELETED,
-                                      purge_after__lte=timezone.now()))
+    return list(Tenant.objects.filter(status=TenantStatus.DELETED, purge_after__lte=timezone.now()))
 
 
 def domain_add(*, tenant: Tenant, domain: str, actor: str) -> Domain:
@@ -245,5 +284,10 @@ def domain_remove(*, domain: Domain, actor: str) -> None:
         raise ValidationError("The primary domain cannot be removed.")
     with transaction.atomic():
         domain.delete()
-        _record(domain.tenant, "domain-remove", actor, from_status=domain.tenant.status,
-                domain=domain.domain)
+        _record(
+            domain.tenant,
+            "domain-remove",
+            actor,
+            from_status=domain.tenant.status,
+            domain=domain.domain,
+        )

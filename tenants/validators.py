@@ -10,10 +10,35 @@ SLUG_RE = re.compile(rf"^{SLUG_PATTERN}$")
 # Names that would collide with the product's own hosts, paths or schemas.
 RESERVED_SLUGS = frozenset(
     {
-        "public", "www", "admin", "api", "t", "static", "media", "dicom-web", "dicomweb",
-        "health", "metrics", "login", "logout", "mail", "smtp", "ftp", "localhost",
-        "pg-catalog", "information-schema", "template", "tenant-template", "root",
-        "superadmin", "super-admin", "portal", "pacs", "ns", "ns1", "ns2",
+        "public",
+        "www",
+        "admin",
+        "api",
+        "t",
+        "static",
+        "media",
+        "dicom-web",
+        "dicomweb",
+        "health",
+        "metrics",
+        "login",
+        "logout",
+        "mail",
+        "smtp",
+        "ftp",
+        "localhost",
+        "pg-catalog",
+        "information-schema",
+        "template",
+        "tenant-template",
+        "root",
+        "superadmin",
+        "super-admin",
+        "portal",
+        "pacs",
+        "ns",
+        "ns1",
+        "ns2",
     }
 )
 
@@ -23,8 +48,9 @@ def validate_slug(value: str) -> None:
     if value != value.strip() or not value:
         raise ValidationError("Enter a slug without spaces.", code="invalid")
     if value.lower() != value:
-        raise ValidationError("Use lowercase letters only (the slug is part of a host name).",
-                              code="uppercase")
+        raise ValidationError(
+            "Use lowercase letters only (the slug is part of a host name).", code="uppercase"
+        )
     if len(value) > 32:
         raise ValidationError("Use at most 32 characters.", code="too_long")
     if not SLUG_RE.match(value):
@@ -36,8 +62,9 @@ def validate_slug(value: str) -> None:
     if "--" in value:
         raise ValidationError("Do not use two hyphens in a row.", code="invalid")
     if value in RESERVED_SLUGS:
-        raise ValidationError(f"“{value}” is reserved by the portal; choose another slug.",
-                              code="reserved")
+        raise ValidationError(
+            f"“{value}” is reserved by the portal; choose another slug.", code="reserved"
+        )
 
 
 def validate_ae_title(value: str) -> None:

@@ -12,7 +12,12 @@ from django.views.generic import FormView, TemplateView
 
 from tenants import selectors, services
 from tenants.forms import (
-    GIB, DomainForm, TenantCreateForm, TenantDeleteForm, TenantEditForm, TenantSuspendForm,
+    GIB,
+    DomainForm,
+    TenantCreateForm,
+    TenantDeleteForm,
+    TenantEditForm,
+    TenantSuspendForm,
 )
 from tenants.links import tenant_base_url
 from tenants.models import Domain, Tenant
@@ -45,8 +50,10 @@ class FleetView(SuperAdminRequiredMixin, TemplateView):
         show_purged = self.request.GET.get("purged") == "1"
         rows = selectors.fleet(include_purged=show_purged)
         return super().get_context_data(
-            rows=rows, show_purged=show_purged,
-            attention=sum(1 for row in rows if row.needs_attention), **kwargs,
+            rows=rows,
+            show_purged=show_purged,
+            attention=sum(1 for row in rows if row.needs_attention),
+            **kwargs,
         )
 
 
@@ -58,26 +65,36 @@ class TenantCreateView(SuperAdminRequiredMixin, FormView):
         data = form.cleaned_data
         try:
             creation = services.tenant_create(
-                slug=data["slug"], name=data["name"], admin_email=data["admin_email"],
-                ae_title=data["ae_title"], quota_bytes=data["quota_gib"] * GIB,
-                quota_users=data["quota_users"], storage_root=data["storage_root"] or None,
+                slug=data["slug"],
+                name=data["name"],
+                admin_email=data["admin_email"],
+                ae_title=data["ae_title"],
+                quota_bytes=data["quota_gib"] * GIB,
+                quota_users=data["quota_users"],
+                storage_root=data["storage_root"] or None,
                 created_by=self.request.user.get_username(),
             )
         except ValidationError as error:
             _form_errors_from(error, form)
             return self.form_invalid(form)
         # Rendered, not redirected: the set-password link is shown this once and kept nowhere.
-        return render(self.request, "tenants/tenant_created.html", {
-            "tenant": creation.tenant, "admin": creation.admin,
-            "set_password_url": creation.set_password_url,
-            "site_url": tenant_base_url(creation.tenant) + "/",
-        })
+        return render(
+            self.request,
+            "tenants/tenant_created.html",
+            {
+                "tenant": creation.tenant,
+                "admin": creation.admin,
+                "set_password_url": creation.set_password_url,
+                "site_url": tenant_base_url(creation.tenant) + "/",
+            },
+        )
 
 
 class TenantMixin(SuperAdminRequiredMixin):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        self.tenant = get_object_or_404(selectors.tenant_list(include_purged=True),
-                                        slug=kwargs["slug"])
+        self.tenant = get_object_or_404(
+            selectors.tenant_list(include_purged=True), slug=kwargs["slug"]
+        )
         return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -94,8 +111,10 @@ class TenantDetailView(TenantMixin, TemplateView):
             figures=selectors.tenant_figures(self.tenant),
             migrations=provisioning.migration_state(self.tenant.schema_name),
             events=self.tenant.events.all()[:50],
-            domain_form=DomainForm(), suspend_form=TenantSuspendForm(),
-            site_url=tenant_base_url(self.tenant) + "/", **kwargs,
+            domain_form=DomainForm(),
+            suspend_form=TenantSuspendForm(),
+            site_url=tenant_base_url(self.tenant) + "/",
+            **kwargs,
         )
 
 
@@ -105,16 +124,19 @@ class TenantEditView(TenantMixin, FormView):
 
     def get_form_kwargs(self) -> dict[str, Any]:
         # Edit a copy: a rejected form must not leave half-applied values on self.tenant.
-        return {**super().get_form_kwargs(),
-                "instance": Tenant.objects.get(pk=self.tenant.pk)}
+        return {**super().get_form_kwargs(), "instance": Tenant.objects.get(pk=self.tenant.pk)}
 
     def form_valid(self, form: TenantEditForm) -> HttpResponse:
         data = form.cleaned_data
         try:
             services.tenant_update(
-                tenant=self.tenant, actor=self.request.user.get_username(), name=data["name"],
-                ae_title=data["ae_title"] or None, quota_bytes=data["quota_gib"] * GIB,
-                quota_users=data["quota_users"], storage_root=data["storage_root"],
+                tenant=self.tenant,
+                actor=self.request.user.get_username(),
+                name=data["name"],
+                ae_title=data["ae_title"] or None,
+                quota_bytes=data["quota_gib"] * GIB,
+                quota_users=data["quota_users"],
+                storage_root=data["storage_root"],
             )
         except ValidationError as error:
             _form_errors_from(error, form)
@@ -152,16 +174,22 @@ class TenantDeleteView(TenantMixin, FormView):
 
     def form_valid(self, form: TenantDeleteForm) -> HttpResponse:
         try:
-            services.tenant_delete(tenant=self.tenant, actor=self.request.user.get_username(),
-                                   confirm_slug=form.cleaned_data["confirm_slug"])
+            services.tenant_delete(
+                tenant=self.tenant,
+                actor=self.request.user.get_username(),
+                confirm_slug=form.cleaned_data["confirm_slug"],
+            )
         except ValidationError as error:
             _form_errors_from(error, form)
             return self.form_invalid(form)
         except services.TenantLifecycleError as error:
             form.add_error(None, str(error))
             return self.form_invalid(form)
-        messages.success(self.request, f"Tenant {self.tenant.slug} deleted; its data is kept "
-                                       f"until {self.tenant.purge_after:%Y-%m-%d %H:%M}.")
+        messages.success(
+            self.request,
+            f"Tenant {self.tenant.slug} deleted; its data is kept "
+            f"until {self.tenant.purge_after:%Y-%m-%d %H:%M}.",
+        )
         return redirect("fleet")
 
 
@@ -170,8 +198,11 @@ class DomainAddView(TenantMixin, View):
         form = DomainForm(request.POST)
         if form.is_valid():
             try:
-                services.domain_add(tenant=self.tenant, domain=form.cleaned_data["domain"],
-                                    actor=request.user.get_username())
+                services.domain_add(
+                    tenant=self.tenant,
+                    domain=form.cleaned_data["domain"],
+                    actor=request.user.get_username(),
+                )
                 messages.success(request, f"Added {form.cleaned_data['domain']}.")
             except ValidationError as error:
                 messages.error(request, " ".join(error.messages))

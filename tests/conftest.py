@@ -44,9 +44,22 @@ def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-unty
                 tenant.status = TenantStatus.ACTIVE  # a test run killed mid-way
                 tenant.save(update_fields=["status"])
             if tenant is None:
-                services.tenant_create(slug=slug, name=f"{slug.title()} Hospital",
-                                       admin_email=f"admin@{slug}.example",
-                                       ae_title=slug.upper(), created_by="tests")
+                services.tenant_create(
+                    slug=slug,
+                    name=f"{slug.title()} Hospital",
+                    admin_email=f"admin@{slug}.example",
+                    ae_title=slug.upper(),
+                    created_by="tests",
+                )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the session's temporary storage root (tests/settings.py made it)."""
+    from django.conf import settings
+
+    root = settings.PORTAL_STORAGE_ROOT
+    if root.name.startswith("portal-test-storage-"):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -73,13 +86,22 @@ def host_of(tenant: Tenant) -> str:
 def make_user(db) -> Callable[..., User]:  # type: ignore[no-untyped-def]
     """Create a user in a tenant's schema (or public with tenant=None)."""
 
-    def make(tenant: Tenant | None, *, username: str | None = None, role: str = Role.ADMIN,
-             superuser: bool = False) -> User:
+    def make(
+        tenant: Tenant | None,
+        *,
+        username: str | None = None,
+        role: str = Role.ADMIN,
+        superuser: bool = False,
+    ) -> User:
         schema = tenant.schema_name if tenant else "public"
         with schema_context(schema):
-            return user_create(username=username or f"u{uuid.uuid4().hex[:8]}",
-                               email="someone@example.org", role=role, password=PASSWORD,
-                               is_superuser=superuser)
+            return user_create(
+                username=username or f"u{uuid.uuid4().hex[:8]}",
+                email="someone@example.org",
+                role=role,
+                password=PASSWORD,
+                is_superuser=superuser,
+            )
 
     return make
 
@@ -89,8 +111,7 @@ def tenant_client(tenant: Tenant, **extra: str) -> Client:
 
 
 def logged_in(client: Client, username: str, *, prefix: str = "") -> Client:
-    response = client.post(f"{prefix}/account/login/", {"username": username,
-                                                        "password": PASSWORD})
+    response = client.post(f"{prefix}/account/login/", {"username": username, "password": PASSWORD})
     assert response.status_code == 302, response.content.decode()[:2000]
     return client
 
@@ -122,10 +143,13 @@ def new_tenant(db) -> Callable[..., services.TenantCreation]:  # type: ignore[no
 
     def make(slug: str | None = None, **kwargs: object) -> services.TenantCreation:
         slug = f"tmp-{uuid.uuid4().hex[:8]}" if slug is None else slug
-        creation = services.tenant_create(slug=slug, name=kwargs.pop("name", slug.title()),
-                                          admin_email=kwargs.pop("admin_email",
-                                                                 "admin@example.org"),
-                                          created_by="tests", **kwargs)  # type: ignore[arg-type]
+        creation = services.tenant_create(
+            slug=slug,
+            name=kwargs.pop("name", slug.title()),
+            admin_email=kwargs.pop("admin_email", "admin@example.org"),
+            created_by="tests",
+            **kwargs,
+        )  # type: ignore[arg-type]
         made.append(creation.tenant)
         return creation
 

@@ -23,9 +23,13 @@ class MeView(APIView):
     def get(self, request: Request) -> Response:
         token = request.auth if isinstance(request.auth, ApiToken) else None
         tenant = getattr(request._request, "tenant", None)
-        body = {"username": request.user.get_username(), "email": request.user.email,
-                "role": request.user.role, "tenant": tenant.slug if tenant else connection.schema_name,
-                "token_scope": token.scope if token else None}
+        body = {
+            "username": request.user.get_username(),
+            "email": request.user.email,
+            "role": request.user.role,
+            "tenant": tenant.slug if tenant else connection.schema_name,
+            "token_scope": token.scope if token else None,
+        }
         return Response(MeOutput(body).data)
 
     serializer_class = MeOutput

@@ -15,13 +15,19 @@ def usage_bar(used: int, capacity: int, high: int | None = None, low: int | None
     level = "high" if high is not None and percent >= high else "ok"
     ticks = "".join(
         f'<line x1="{mark}" x2="{mark}" y1="0" y2="10" class="tick {name}"/>'
-        for name, mark in (("low", low), ("high", high)) if mark is not None
+        for name, mark in (("low", low), ("high", high))
+        if mark is not None
     )
     return format_html(
         '<span class="usage"><svg class="bar {}" viewBox="0 0 100 10" preserveAspectRatio="none" '
         'role="img" aria-label="{} % used"><rect width="100" height="10" class="track"/>'
         '<rect width="{}" height="10" class="fill"/>{}</svg>'
-        '<small>{} of {} ({} %)</small></span>',
-        level, f"{percent:.0f}", f"{percent:.2f}", mark_safe(ticks),  # noqa: S308 - built from integers above
-        filesizeformat(used), filesizeformat(capacity), f"{percent:.1f}",
+        "<small>{} of {} ({} %)</small></span>",
+        level,
+        f"{percent:.0f}",
+        f"{percent:.2f}",
+        mark_safe(ticks),  # noqa: S308 - built from integers above
+        filesizeformat(used),
+        filesizeformat(capacity),
+        f"{percent:.1f}",
     )

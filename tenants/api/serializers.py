@@ -10,8 +10,9 @@ class TenantCreateInput(serializers.Serializer):
     slug = serializers.CharField(max_length=32, validators=[validate_slug])
     name = serializers.CharField(max_length=200)
     admin_email = serializers.EmailField()
-    ae_title = serializers.CharField(max_length=16, required=False, allow_blank=True,
-                                     validators=[validate_ae_title])
+    ae_title = serializers.CharField(
+        max_length=16, required=False, allow_blank=True, validators=[validate_ae_title]
+    )
     quota_bytes = serializers.IntegerField(min_value=1, required=False)
     quota_users = serializers.IntegerField(min_value=1, required=False)
     storage_root = serializers.CharField(max_length=1024, required=False)
@@ -19,8 +20,7 @@ class TenantCreateInput(serializers.Serializer):
 
 class TenantUpdateInput(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
-    ae_title = serializers.CharField(max_length=16, required=False,
-                                     validators=[validate_ae_title])
+    ae_title = serializers.CharField(max_length=16, required=False, validators=[validate_ae_title])
     quota_bytes = serializers.IntegerField(min_value=1, required=False)
     quota_users = serializers.IntegerField(min_value=1, required=False)
     storage_root = serializers.CharField(max_length=1024, required=False)
@@ -49,14 +49,26 @@ class TenantOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["slug", "name", "status", "schema_name", "ae_title", "quota_bytes",
-                  "quota_users", "storage_root", "created_at", "deleted_at", "purge_after",
-                  "domains"]
+        fields = [
+            "slug",
+            "name",
+            "status",
+            "schema_name",
+            "ae_title",
+            "quota_bytes",
+            "quota_users",
+            "storage_root",
+            "created_at",
+            "deleted_at",
+            "purge_after",
+            "domains",
+        ]
 
 
 class TenantCreatedOutput(TenantOutput):
     set_password_url = serializers.CharField(
-        help_text="One-time link for the tenant admin; returned only in this response.")
+        help_text="One-time link for the tenant admin; returned only in this response."
+    )
 
     class Meta(TenantOutput.Meta):
         fields = [*TenantOutput.Meta.fields, "set_password_url"]

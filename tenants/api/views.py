@@ -16,8 +16,12 @@ class IsSuperAdmin(permissions.BasePermission):
     message = "Only super-admins of the portal may use this API."
 
     def has_permission(self, request, view):  # type: ignore[no-untyped-def]
-        return bool(request.user and request.user.is_authenticated
-                    and request.user.is_superuser and connection.schema_name == "public")
+        return bool(
+            request.user
+            and request.user.is_authenticated
+            and request.user.is_superuser
+            and connection.schema_name == "public"
+        )
 
 
 class TenantViewSet(viewsets.GenericViewSet):
@@ -47,24 +51,30 @@ class TenantViewSet(viewsets.GenericViewSet):
         data = s.TenantCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         creation = services.tenant_create(created_by=self._actor(request), **data.validated_data)
-        body = {**s.TenantOutput(creation.tenant).data,
-                "set_password_url": creation.set_password_url}
+        body = {
+            **s.TenantOutput(creation.tenant).data,
+            "set_password_url": creation.set_password_url,
+        }
         return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.TenantUpdateInput, responses=s.TenantOutput)
     def partial_update(self, request: Request, slug: str) -> Response:
         data = s.TenantUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        tenant = services.tenant_update(tenant=self.get_object(), actor=self._actor(request),
-                                        **data.validated_data)
+        tenant = services.tenant_update(
+            tenant=self.get_object(), actor=self._actor(request), **data.validated_data
+        )
         return Response(s.TenantOutput(tenant).data)
 
     @extend_schema(request=s.TenantDeleteInput, responses=s.TenantOutput)
     def destroy(self, request: Request, slug: str) -> Response:
         data = s.TenantDeleteInput(data=request.data)
         data.is_valid(raise_exception=True)
-        tenant = services.tenant_delete(tenant=self.get_object(), actor=self._actor(request),
-                                        confirm_slug=data.validated_data["confirm_slug"])
+        tenant = services.tenant_delete(
+            tenant=self.get_object(),
+            actor=self._actor(request),
+            confirm_slug=data.validated_data["confirm_slug"],
+        )
         return Response(s.TenantOutput(tenant).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=s.TenantSuspendInput, responses=s.TenantOutput)
@@ -72,8 +82,11 @@ class TenantViewSet(viewsets.GenericViewSet):
     def suspend(self, request: Request, slug: str) -> Response:
         data = s.TenantSuspendInput(data=request.data)
         data.is_valid(raise_exception=True)
-        tenant = services.tenant_suspend(tenant=self.get_object(), actor=self._actor(request),
-                                         reason=data.validated_data.get("reason", ""))
+        tenant = services.tenant_suspend(
+            tenant=self.get_object(),
+            actor=self._actor(request),
+            reason=data.validated_data.get("reason", ""),
+        )
         return Response(s.TenantOutput(tenant).data)
 
     @extend_schema(request=None, responses=s.TenantOutput)
@@ -93,8 +106,11 @@ class TenantViewSet(viewsets.GenericViewSet):
     def domains(self, request: Request, slug: str) -> Response:
         data = s.DomainInput(data=request.data)
         data.is_valid(raise_exception=True)
-        domain = services.domain_add(tenant=self.get_object(), actor=self._actor(request),
-                                     domain=data.validated_data["domain"])
+        domain = services.domain_add(
+            tenant=self.get_object(),
+            actor=self._actor(request),
+            domain=data.validated_data["domain"],
+        )
         return Response(s.DomainOutput(domain).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={204: None})

@@ -41,8 +41,10 @@ def _ensure_user(username: str, email: str, password: str, **extra: object) -> N
 
 
 class Command(BaseCommand):
-    help = ("Create the demo super-admin and tenants acme and globex with their admins "
-            "(login 'admin'). Development only: refuses to run unless DEBUG is on.")
+    help = (
+        "Create the demo super-admin and tenants acme and globex with their admins "
+        "(login 'admin'). Development only: refuses to run unless DEBUG is on."
+    )
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         if not settings.DEBUG:
@@ -51,14 +53,23 @@ class Command(BaseCommand):
         _ensure_user("admin", f"admin@{settings.PORTAL_BASE_DOMAIN}", password, is_superuser=True)
         lines = [f"  super-admin  {public_base_url()}/   login admin / {password}"]
         for slug, name, ae_title in DEMO_TENANTS:
-            tenant = Tenant.objects.filter(slug=slug).first()
+            tenant = Tenant.all_objects.filter(slug=slug).first()
+            if tenant is not None and not tenant.is_usable:
+                lines.append(f"  {slug:<11}  is {tenant.status}; not touched")
+                continue
             if tenant is None:
                 tenant = services.tenant_create(
-                    slug=slug, name=name, ae_title=ae_title, admin_email=f"admin@{slug}.example",
-                    admin_password=password, created_by="demo",
+                    slug=slug,
+                    name=name,
+                    ae_title=ae_title,
+                    admin_email=f"admin@{slug}.example",
+                    admin_password=password,
+                    created_by="demo",
                 ).tenant
             with schema_context(tenant.schema_name):
                 _ensure_user("admin", f"admin@{slug}.example", password, role="admin")
-            lines.append(f"  {slug:<11}  {tenant_base_url(tenant)}/   login admin / {password}"
-                         f"   (AE title {tenant.ae_title})")
+            lines.append(
+                f"  {slug:<11}  {tenant_base_url(tenant)}/   login admin / {password}"
+                f"   (AE title {tenant.ae_title})"
+            )
         self.stdout.write("Demo accounts (development only):\n" + "\n".join(lines))

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 
 from tenants import provisioning
 from tenants.bootstrap import public_tenant_ensure
-from tenants.models import Tenant, TenantStatus
+from tenants.models import Tenant
 
 
 class Command(BaseCommand):
@@ -18,8 +18,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
-        parser.add_argument("--all", action="store_true",
-                            help="Run migrate on every tenant schema, even up-to-date ones.")
+        parser.add_argument(
+            "--all",
+            action="store_true",
+            help="Run migrate on every tenant schema, even up-to-date ones.",
+        )
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         verbosity = options["verbosity"]
@@ -29,7 +32,7 @@ class Command(BaseCommand):
         state = provisioning.template_refresh(verbosity=verbosity - 1)
         if not state.is_current:
             raise SystemExit(f"template schema is not current: {state.describe()}")
-        tenants = Tenant.objects.exclude(schema_name="public").exclude(status=TenantStatus.PURGED)
+        tenants = Tenant.objects.exclude(schema_name="public")  # purged rows have no schema
         migrated = failed = 0
         for tenant in tenants:
             if not options["all"] and provisioning.migration_state(tenant.schema_name).is_current:

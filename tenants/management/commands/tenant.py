@@ -24,25 +24,29 @@ class Command(BaseCommand):
         create.add_argument("--ae-title", help="Called AE title for DICOM, e.g. STMARYS.")
         create.add_argument("--quota-bytes", type=int, help="Storage quota in bytes.")
         create.add_argument("--quota-users", type=int, help="Maximum number of users.")
-        create.add_argument("--storage-root", help="Allowed storage root (inside "
-                                                   "PORTAL_STORAGE_ROOT).")
+        create.add_argument(
+            "--storage-root", help="Allowed storage root (inside PORTAL_STORAGE_ROOT)."
+        )
 
         listing = sub.add_parser("list", help="List tenants with their status and figures.")
         listing.add_argument("--json", action="store_true", help="Print JSON lines.")
         listing.add_argument("--include-purged", action="store_true")
 
-        for name, text in [("show", "Show one tenant and its history."),
-                           ("resume", "Resume a suspended tenant."),
-                           ("restore", "Undo a deletion during the grace period."),
-                           ("purge", "Purge a deleted tenant now (schema and files).")]:
+        for name, text in [
+            ("show", "Show one tenant and its history."),
+            ("resume", "Resume a suspended tenant."),
+            ("restore", "Undo a deletion during the grace period."),
+            ("purge", "Purge a deleted tenant now (schema and files)."),
+        ]:
             sub.add_parser(name, help=text).add_argument("slug")
         suspend = sub.add_parser("suspend", help="Suspend a tenant (site, API, DICOM blocked).")
         suspend.add_argument("slug")
         suspend.add_argument("--reason", default="")
         delete = sub.add_parser("delete", help="Delete a tenant (purged after the grace period).")
         delete.add_argument("slug")
-        delete.add_argument("--confirm", required=True, metavar="SLUG",
-                            help="The slug again, to confirm.")
+        delete.add_argument(
+            "--confirm", required=True, metavar="SLUG", help="The slug again, to confirm."
+        )
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         action, actor = options["action"], options["actor"]
@@ -62,19 +66,22 @@ class Command(BaseCommand):
                 elif action == "restore":
                     services.tenant_restore(tenant=tenant, actor=actor)
                 elif action == "delete":
-                    services.tenant_delete(tenant=tenant, actor=actor,
-                                           confirm_slug=options["confirm"])
+                    services.tenant_delete(
+                        tenant=tenant, actor=actor, confirm_slug=options["confirm"]
+                    )
                     self.stdout.write(f"purge after {tenant.purge_after:%Y-%m-%d %H:%M %Z}")
                 elif action == "purge":
                     services.tenant_purge(tenant=tenant, actor=actor)
                 if action != "show":
                     self.stdout.write(self.style.SUCCESS(f"{tenant.slug}: {tenant.status}"))
         except ValidationError as error:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in
-                                         error.message_dict.items())
-                               if hasattr(error, "error_dict") else " ".join(error.messages))
+            raise CommandError(
+                "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
+                if hasattr(error, "error_dict")
+                else " ".join(error.messages)
+            ) from None
         except services.TenantLifecycleError as error:
-            raise CommandError(str(error))
+            raise CommandError(str(error)) from None
 
     def _get(self, slug: str) -> Tenant:
         tenant = selectors.tenant_list(include_purged=True).filter(slug=slug).first()
@@ -84,13 +91,16 @@ class Command(BaseCommand):
 
     def _create(self, options: dict, actor: str) -> None:  # type: ignore[type-arg]
         creation = services.tenant_create(
-            slug=options["slug"], name=options["name"], admin_email=options["admin_email"],
-            ae_title=options["ae_title"], quota_bytes=options["quota_bytes"],
-            quota_users=options["quota_users"], storage_root=options["storage_root"],
+            slug=options["slug"],
+            name=options["name"],
+            admin_email=options["admin_email"],
+            ae_title=options["ae_title"],
+            quota_bytes=options["quota_bytes"],
+            quota_users=options["quota_users"],
+            storage_root=options["storage_root"],
             created_by=actor,
         )
-        self.stdout.write(self.style.SUCCESS(f"created {creation.tenant.slug} "
-                                             f"({creation.method})"))
+        self.stdout.write(self.style.SUCCESS(f"created {creation.tenant.slug} ({creation.method})"))
         self.stdout.write(f"site:                 {tenant_base_url(creation.tenant)}/")
         self.stdout.write(f"admin set-password:   {creation.set_password_url}")
 
@@ -98,22 +108,36 @@ class Command(BaseCommand):
         rows = selectors.fleet(include_purged=options["include_purged"])
         if options["json"]:
             for row in rows:
-                self.stdout.write(json.dumps({
-                    "slug": row.tenant.slug, "name": row.tenant.name, "status": row.tenant.status,
-                    "schema": row.tenant.schema_name, "users": row.figures.users,
-                    "used_bytes": row.figures.used_bytes,
-                    "migrations": row.migrations.describe()}))
+                self.stdout.write(
+                    json.dumps(
+                        {
+                            "slug": row.tenant.slug,
+                            "name": row.tenant.name,
+                            "status": row.tenant.status,
+                            "schema": row.tenant.schema_name,
+                            "users": row.figures.users,
+                            "used_bytes": row.figures.used_bytes,
+                            "migrations": row.migrations.describe(),
+                        }
+                    )
+                )
             return
         self.stdout.write(f"{'SLUG':<20} {'STATUS':<12} {'USERS':>5} {'USED':>14}  MIGRATIONS")
         for row in rows:
-            self.stdout.write(f"{row.tenant.slug:<20} {row.tenant.status:<12} "
-                              f"{row.figures.users if row.figures.users is not None else '?':>5} "
-                              f"{row.figures.used_bytes if row.figures.used_bytes is not None else '?':>14}"
-                              f"  {row.migrations.describe()}")
+            self.stdout.write(
+                f"{row.tenant.slug:<20} {row.tenant.status:<12} "
+                f"{row.figures.users if row.figures.users is not None else '?':>5} "
+                f"{row.figures.used_bytes if row.figures.used_bytes is not None else '?':>14}"
+                f"  {row.migrations.describe()}"
+            )
 
     def _show(self, tenant: Tenant) -> None:
-        self.stdout.write(f"{tenant.slug}: {tenant.name} [{tenant.status}] "
-                          f"schema={tenant.schema_name} root={tenant.storage_root}")
+        self.stdout.write(
+            f"{tenant.slug}: {tenant.name} [{tenant.status}] "
+            f"schema={tenant.schema_name} root={tenant.storage_root}"
+        )
         for event in tenant.events.all()[:20]:
-            self.stdout.write(f"  {event.at:%Y-%m-%d %H:%M:%S} {event.action:<14} "
-                              f"{event.from_status or '-'} -> {event.to_status} by {event.actor}")
+            self.stdout.write(
+                f"  {event.at:%Y-%m-%d %H:%M:%S} {event.action:<14} "
+                f"{event.from_status or '-'} -> {event.to_status} by {event.actor}"
+            )

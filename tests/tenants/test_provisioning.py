@@ -1,0 +1,59 @@
+"""The template schema: cloned tenants are identical to migrated ones, and stale is noticed."""
+
+from django.conf import settings
+from django.db import connection
+
+from tenants import provisioning
+
+CATALOG_QUERIES = {
+    "columns": """SELECT table_name, column_name, data_type, is_nullable, column_default
+                  FROM information_schema.columns WHERE table_schema = %s""",
+    "indexes": """SELECT tablename, replace(indexdef, %s, 'S') FROM pg_indexes
+                  WHERE schemaname = %s""",
+    "constraints": """SELECT conrelid::regclass::text, conname, contype,
+                             replace(pg_get_constraintdef(c.oid), %s, 'S')
+                      FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+                      WHERE n.nspname = %s""",
+    "sequences": """SELECT sequence_name, data_type FROM information_schema.sequences
+                    WHERE sequence_schema = %s""",
+    "migrations": "SELECT app, name FROM {schema}.django_migrations",
+}
+
+
+def catalog(schema: str) -> dict[str, set[tuple[object, ...]]]:
+    result = {}
+    with connection.cursor() as cursor:
+        for name, sql in CATALOG_QUERIES.items():
+            if "{schema}" in sql:
+                cursor.execute(sql.format(schema=schema))
+            elif sql.count("%s") == 2:
+                cursor.execute(sql, [f"{schema}.", schema])
+            else:
+                cursor.execute(sql, [schema])
+            rows = cursor.fetchall()
+            # Relation names come back qualified with their schema when it is not on the path.
+            result[name] = {tuple(str(v).replace(f"{schema}.", "") for v in row) for row in rows}
+    return result
+
+
+def test_cloned_schema_equals_a_freshly_migrated_one(db):
+    assert provisioning.schema_create("t_cloned_check") == "clone"
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA t_migrated_check")
+    provisioning.migrate_schema("t_migrated_check")
+
+    cloned, migrated = catalog("t_cloned_check"), catalog("t_migrated_check")
+    for part in CATALOG_QUERIES:
+        assert cloned[part] == migrated[part], part
+    assert len(cloned["columns"]) > 40 and len(cloned["indexes"]) > 10
+
+
+def test_stale_template_is_not_cloned_and_migrate_portal_refreshes_it(db):
+    template = settings.PORTAL_TEMPLATE_SCHEMA
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {template}.django_migrations WHERE app = 'jobs'")
+    assert not provisioning.template_is_current()
+    assert "jobs.0001_initial" in provisioning.migration_state(template).describe()
+    # With a stale template, new tenants are migrated from scratch instead of cloned.
+    assert provisioning.schema_create("t_fallback_check") == "migrate"
+    assert provisioning.migration_state("t_fallback_check").is_current
