@@ -3,12 +3,12 @@
 from datetime import datetime
 
 from django.contrib.auth.tokens import PasswordResetTokenGenerator
-from django.db import connection
 from django.urls import get_resolver
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from accounts.models import ApiToken, Role, TokenScope, User
+from portal.schemas import current_schema
 
 
 class SchemaBoundTokenGenerator(PasswordResetTokenGenerator):
@@ -16,8 +16,8 @@ class SchemaBoundTokenGenerator(PasswordResetTokenGenerator):
 
     key_salt = "accounts.SchemaBoundTokenGenerator"
 
-    def _make_hash_value(self, user, timestamp):  # type: ignore[no-untyped-def]
-        return f"{connection.schema_name}:{super()._make_hash_value(user, timestamp)}"
+    def _make_hash_value(self, user, timestamp):
+        return f"{current_schema()}:{super()._make_hash_value(user, timestamp)}"
 
 
 set_password_tokens = SchemaBoundTokenGenerator()

@@ -13,21 +13,21 @@ class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
-    def form_valid(self, form):  # type: ignore[no-untyped-def]
+    def form_valid(self, form):
         response = super().form_valid(form)  # rotates the session key
         bind_session_to_schema(self.request)
         return response
 
 
 class LogoutView(auth_views.LogoutView):
-    next_page = reverse_lazy("login")
+    next_page = "login"
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "accounts/password_change.html"
     success_url = reverse_lazy("home")
 
-    def form_valid(self, form):  # type: ignore[no-untyped-def]
+    def form_valid(self, form):
         response = super().form_valid(form)
         bind_session_to_schema(self.request)
         messages.success(self.request, "Your password was changed.")
@@ -42,7 +42,7 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
     success_url = reverse_lazy("login")
     post_reset_login = False
 
-    def form_valid(self, form) -> HttpResponse:  # type: ignore[no-untyped-def]
+    def form_valid(self, form) -> HttpResponse:
         response = super().form_valid(form)
         messages.success(self.request, "Your password is set. Log in with it now.")
         return response

@@ -5,11 +5,11 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from tenant_schemas_celery.task import TenantTask
 
 from jobs.runs import period_key
+from portal.schemas import current_schema
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class TenantScopedTask(TenantTask):
     abstract = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if connection.schema_name == "public":
+        if current_schema() == "public":
             raise TenantRequired(f"{self.name} must be sent from a tenant's schema")
         return super().__call__(*args, **kwargs)
 
@@ -35,7 +35,7 @@ class PlatformTask(TenantTask):
     abstract = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if connection.schema_name != "public":
+        if current_schema() != "public":
             raise RuntimeError(f"{self.name} runs in the public schema only")
         return super().__call__(*args, **kwargs)
 

@@ -18,13 +18,13 @@ from django.contrib.auth import logout
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import get_script_name
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.http.request import split_domain_port
 from django.shortcuts import render
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.deprecation import MiddlewareMixin
 
+from portal.schemas import current_schema, tenant_connection
 from tenants.models import Domain, Tenant, TenantStatus
 from tenants.validators import SLUG_RE
 
@@ -36,9 +36,9 @@ SESSION_SCHEMA_KEY = "_portal_schema"
 
 
 class SelectionError(Exception):
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, tenant: Tenant | None = None):
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.tenant = status, reason, tenant
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,20 @@ def select(request: HttpRequest) -> Selection:
     return Selection(slug=slug, prefix=prefix, path_info=path_info, host_tenant=host_tenant)
 
 
+def _usable_tenant(selection: Selection) -> Tenant | SelectionError:
+    """The tenant a selection names, or why it cannot be served."""
+    if selection.slug is None:
+        return Tenant.objects.get(schema_name="public")
+    tenant = selection.host_tenant or Tenant.objects.filter(slug=selection.slug).first()
+    if tenant is None or tenant.status == TenantStatus.DELETED:
+        return SelectionError(404, "No tenant is served at this address.")
+    if tenant.status == TenantStatus.SUSPENDED:
+        return SelectionError(403, "This tenant is suspended.", tenant)
+    if tenant.status != TenantStatus.ACTIVE:
+        return SelectionError(503, "This tenant is being set up; try again soon.", tenant)
+    return tenant
+
+
 def _error_page(
     request: HttpRequest, status: int, reason: str, *, tenant: Tenant | None = None
 ) -> HttpResponse:
@@ -138,11 +152,11 @@ class TenantRoutingMiddleware(MiddlewareMixin):
     """Activates the selected tenant's schema, URLconf and script prefix for this request."""
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
-        connection.set_schema_to_public()
+        tenant_connection().set_schema_to_public()
         # The prefix is thread-local: start from this request's own, never the last one's.
         set_script_prefix(get_script_name(request.META) + "/")
         set_urlconf(settings.PUBLIC_SCHEMA_URLCONF)
-        request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
+        request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]
         try:
             selection = select(request)
         except SelectionError as error:
@@ -157,18 +171,10 @@ class TenantRoutingMiddleware(MiddlewareMixin):
         if selection.path_info == "":
             return HttpResponsePermanentRedirect(request.path + "/")
 
-        if selection.slug is None:
-            tenant = Tenant.objects.get(schema_name="public")
-        else:
-            tenant = selection.host_tenant or Tenant.objects.filter(slug=selection.slug).first()
-            if tenant is None or tenant.status in {TenantStatus.DELETED, TenantStatus.PURGED}:
-                return _error_page(request, 404, "No tenant is served at this address.")
-            if tenant.status == TenantStatus.SUSPENDED:
-                return _error_page(request, 403, "This tenant is suspended.", tenant=tenant)
-            if tenant.status != TenantStatus.ACTIVE:
-                return _error_page(
-                    request, 503, "This tenant is being set up; try again soon.", tenant=tenant
-                )
+        tenant = _usable_tenant(selection)
+        if isinstance(tenant, SelectionError):
+            blocked = tenant.tenant
+            return _error_page(request, tenant.status, tenant.reason, tenant=blocked)
 
         if selection.prefix:
             request.META["SCRIPT_NAME"] = selection.prefix
@@ -177,10 +183,10 @@ class TenantRoutingMiddleware(MiddlewareMixin):
                 request.path_info = selection.path_info
             request.path = selection.prefix + request.path_info
         tenant.domain_url = _host(request)
-        request.tenant = tenant
-        connection.set_tenant(tenant)
+        request.tenant = tenant  # type: ignore[attr-defined]
+        tenant_connection().set_tenant(tenant)
         if not tenant.is_public:
-            request.urlconf = settings.ROOT_URLCONF
+            request.urlconf = settings.ROOT_URLCONF  # type: ignore[attr-defined]
             set_urlconf(settings.ROOT_URLCONF)
         return None
 
@@ -233,15 +239,15 @@ class SessionTenantGuardMiddleware(MiddlewareMixin):
     def process_request(self, request: HttpRequest) -> None:
         if not request.user.is_authenticated:
             return
-        if request.session.get(SESSION_SCHEMA_KEY) != connection.schema_name:
+        if request.session.get(SESSION_SCHEMA_KEY) != current_schema():
             logger.warning(
                 "session of schema %s presented to %s; logged out",
                 request.session.get(SESSION_SCHEMA_KEY),
-                connection.schema_name,
+                current_schema(),
             )
             logout(request)
 
 
 def bind_session_to_schema(request: HttpRequest) -> None:
     """Called at login: the session is valid only in the schema that authenticated it."""
-    request.session[SESSION_SCHEMA_KEY] = connection.schema_name
+    request.session[SESSION_SCHEMA_KEY] = current_schema()

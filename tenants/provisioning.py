@@ -16,6 +16,8 @@ from django.db.migrations.loader import MigrationLoader
 from django_tenants.clone import CloneSchema
 from django_tenants.utils import quote_schema_name, schema_exists
 
+from portal.schemas import tenant_connection
+
 
 @dataclass(frozen=True)
 class MigrationState:
@@ -71,7 +73,7 @@ def migrate_schema(schema_name: str, *, verbosity: int = 0) -> None:
         interactive=False,
         verbosity=verbosity,
     )
-    connection.set_schema_to_public()
+    tenant_connection().set_schema_to_public()
 
 
 def template_refresh(*, verbosity: int = 0) -> MigrationState:
@@ -94,7 +96,7 @@ def schema_create(schema_name: str) -> str:
     Runs inside the caller's transaction: if anything later fails, the schema is rolled back
     with the tenant row.
     """
-    connection.set_schema_to_public()
+    tenant_connection().set_schema_to_public()
     if template_is_current():
         CloneSchema().clone_schema(
             settings.PORTAL_TEMPLATE_SCHEMA, schema_name, "DATA", set_connection=False
@@ -146,6 +148,6 @@ def _restore_constraint_names(template: str, clone: str) -> None:
 def schema_drop(schema_name: str) -> None:
     if schema_name in {"public", settings.PORTAL_TEMPLATE_SCHEMA}:
         raise ValueError(f"refusing to drop the {schema_name} schema")
-    connection.set_schema_to_public()
+    tenant_connection().set_schema_to_public()
     with connection.cursor() as cursor:
         cursor.execute(f"DROP SCHEMA IF EXISTS {quote_schema_name(schema_name)} CASCADE")

@@ -6,6 +6,7 @@ tenant can be read back from its history.
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -94,10 +95,11 @@ def tenant_create(
     All or nothing: the schema is created inside the same transaction as the rows, and the
     storage directory is removed again if the transaction does not commit.
     """
-    for field, validator, value in [
+    checks: list[tuple[str, Callable[[str], None], str]] = [
         ("slug", validate_slug, slug),
         ("admin_email", validate_email, admin_email),
-    ]:
+    ]
+    for field, validator, value in checks:
         try:
             validator(value)
         except ValidationError as error:

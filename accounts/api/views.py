@@ -1,12 +1,14 @@
 """Tenant API endpoints about the caller."""
 
-from django.db import connection
+from typing import cast
+
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, User
+from portal.schemas import current_schema
 
 
 class MeOutput(serializers.Serializer):
@@ -21,13 +23,14 @@ class MeView(APIView):
     """Who the request is authenticated as, in which tenant, with which token scope."""
 
     def get(self, request: Request) -> Response:
+        user = cast(User, request.user)  # IsAuthenticated let only real users through
         token = request.auth if isinstance(request.auth, ApiToken) else None
         tenant = getattr(request._request, "tenant", None)
         body = {
-            "username": request.user.get_username(),
-            "email": request.user.email,
-            "role": request.user.role,
-            "tenant": tenant.slug if tenant else connection.schema_name,
+            "username": user.get_username(),
+            "email": user.email,
+            "role": user.role,
+            "tenant": tenant.slug if tenant else current_schema(),
             "token_scope": token.scope if token else None,
         }
         return Response(MeOutput(body).data)

@@ -1,12 +1,12 @@
 """Super-admin REST API: the same tenant operations as the site and `manage.py tenant`."""
 
-from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from portal.schemas import current_schema
 from tenants import selectors, services
 from tenants.api import serializers as s
 from tenants.models import Domain, Tenant
@@ -15,12 +15,12 @@ from tenants.models import Domain, Tenant
 class IsSuperAdmin(permissions.BasePermission):
     message = "Only super-admins of the portal may use this API."
 
-    def has_permission(self, request, view):  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view):
         return bool(
             request.user
             and request.user.is_authenticated
             and request.user.is_superuser
-            and connection.schema_name == "public"
+            and current_schema() == "public"
         )
 
 
@@ -29,7 +29,7 @@ class TenantViewSet(viewsets.GenericViewSet):
     lookup_field = "slug"
     serializer_class = s.TenantOutput
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         include_purged = self.request.query_params.get("include_purged") == "true"
         tenants = selectors.tenant_list(include_purged=include_purged)
         if status_filter := self.request.query_params.get("status"):

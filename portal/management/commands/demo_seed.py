@@ -46,7 +46,7 @@ class Command(BaseCommand):
         "(login 'admin'). Development only: refuses to run unless DEBUG is on."
     )
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         if not settings.DEBUG:
             raise CommandError("demo accounts exist only in development (DEBUG=true).")
         password = demo_password()

@@ -17,14 +17,14 @@ class Command(BaseCommand):
         "(once, not per web process)."
     )
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument(
             "--all",
             action="store_true",
             help="Run migrate on every tenant schema, even up-to-date ones.",
         )
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         verbosity = options["verbosity"]
         started = time.perf_counter()
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=verbosity - 1)

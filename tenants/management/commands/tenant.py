@@ -48,7 +48,7 @@ class Command(BaseCommand):
             "--confirm", required=True, metavar="SLUG", help="The slug again, to confirm."
         )
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         action, actor = options["action"], options["actor"]
         try:
             if action == "create":
@@ -89,7 +89,7 @@ class Command(BaseCommand):
             raise CommandError(f"no tenant with slug {slug!r}")
         return tenant
 
-    def _create(self, options: dict, actor: str) -> None:  # type: ignore[type-arg]
+    def _create(self, options: dict, actor: str) -> None:
         creation = services.tenant_create(
             slug=options["slug"],
             name=options["name"],
@@ -104,7 +104,7 @@ class Command(BaseCommand):
         self.stdout.write(f"site:                 {tenant_base_url(creation.tenant)}/")
         self.stdout.write(f"admin set-password:   {creation.set_password_url}")
 
-    def _list(self, options: dict) -> None:  # type: ignore[type-arg]
+    def _list(self, options: dict) -> None:
         rows = selectors.fleet(include_purged=options["include_purged"])
         if options["json"]:
             for row in rows:

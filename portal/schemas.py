@@ -1,0 +1,15 @@
+"""Typed access to the default connection's active schema (django-tenants adds it at runtime)."""
+
+from typing import cast
+
+from django.db import connection
+from django_tenants.postgresql_backend.base import DatabaseWrapper
+
+
+def tenant_connection() -> DatabaseWrapper:
+    return cast(DatabaseWrapper, connection)
+
+
+def current_schema() -> str:
+    """The schema queries run in now: `public` or a tenant's `t_<slug>`."""
+    return str(tenant_connection().schema_name)
