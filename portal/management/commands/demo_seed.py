@@ -5,6 +5,7 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django_tenants.utils import schema_context
 
@@ -58,14 +59,7 @@ class Command(BaseCommand):
                 lines.append(f"  {slug:<11}  is {tenant.status}; not touched")
                 continue
             if tenant is None:
-                tenant = services.tenant_create(
-                    slug=slug,
-                    name=name,
-                    ae_title=ae_title,
-                    admin_email=f"admin@{slug}.example",
-                    admin_password=password,
-                    created_by="demo",
-                ).tenant
+                tenant = self._create(slug, name, ae_title, password)
             with schema_context(tenant.schema_name):
                 _ensure_user("admin", f"admin@{slug}.example", password, role="admin")
             lines.append(
@@ -73,3 +67,19 @@ class Command(BaseCommand):
                 f"   (AE title {tenant.ae_title})"
             )
         self.stdout.write("Demo accounts (development only):\n" + "\n".join(lines))
+
+    def _create(self, slug: str, name: str, ae_title: str, password: str) -> Tenant:
+        try:
+            return services.tenant_create(
+                slug=slug,
+                name=name,
+                ae_title=ae_title,
+                admin_email=f"admin@{slug}.example",
+                admin_password=password,
+                created_by="demo",
+            ).tenant
+        except ValidationError as error:
+            raise CommandError(
+                f"cannot create demo tenant {slug}: {'; '.join(error.messages)} "
+                "(left over from an earlier database? `make clean` starts afresh)"
+            ) from None
