@@ -251,3 +251,19 @@ class SessionTenantGuardMiddleware(MiddlewareMixin):
 def bind_session_to_schema(request: HttpRequest) -> None:
     """Called at login: the session is valid only in the schema that authenticated it."""
     request.session[SESSION_SCHEMA_KEY] = current_schema()
+
+
+def client_address(request: HttpRequest) -> str:
+    """The caller's address: REMOTE_ADDR, or the nearest untrusted hop of X-Forwarded-For
+    when the request came through one of PORTAL_TRUSTED_PROXIES (for audit and lockouts)."""
+    remote = str(request.META.get("REMOTE_ADDR", ""))
+    if not is_trusted_proxy(remote):
+        return remote
+    hops = [h.strip() for h in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not is_trusted_proxy(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                break
+    return remote

@@ -5,10 +5,21 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from studies.views import DashboardView
 
+api_v1 = [
+    path("", include("accounts.api.urls")),
+    path("", include("studies.api.urls")),
+    path("", include("configuration.api.urls")),
+    path("", include("audit.api.urls")),
+]
+
 urlpatterns = [
     path("", DashboardView.as_view(), name="home"),
     path("account/", include("portal.urls_accounts")),
-    path("api/v1/", include("accounts.api.urls")),
+    path("users/", include("accounts.urls")),
+    path("storage/", include("studies.urls_storage")),
+    path("settings/", include("configuration.urls")),
+    path("audit/", include("audit.urls")),
+    path("api/v1/", include(api_v1)),
     path(
         "api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_tenants"), name="api_schema"
     ),

@@ -7,6 +7,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db.models import Sum
 from django.views.generic import TemplateView
 
+from accounts.permissions import Capability, CapabilityRequiredMixin
 from jobs.models import JobRun, JobStatus
 from studies.models import MediumStatus, StorageMedium
 
@@ -31,3 +32,13 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             alerts=[m for m in media if m.status == MediumStatus.ONLINE and m.above_high_watermark],
             **kwargs,
         )
+
+
+class StorageView(CapabilityRequiredMixin, TemplateView):
+    """The tenant's storage media with their measured usage."""
+
+    capability = Capability.STORAGE_VIEW
+    template_name = "studies/storage.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(media=StorageMedium.objects.all(), **kwargs)

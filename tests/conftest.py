@@ -53,15 +53,6 @@ def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-unty
                 )
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Remove the session's temporary storage root (tests/settings.py made it)."""
-    from django.conf import settings
-
-    root = settings.PORTAL_STORAGE_ROOT
-    if root.name.startswith("portal-test-storage-"):
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(autouse=True)
 def _public_schema_after_test() -> Iterator[None]:
     yield

@@ -1,7 +1,6 @@
 """Test settings: the project's settings with only what tests must change."""
 
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-for-the-test-suite-only-0123456789")
@@ -12,10 +11,9 @@ from portal.settings import BASE_DIR
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-# One storage root per test session (or the one a parent process chose, so that a server
-# started by a test and the test itself agree on where tenant files live).
-if not os.environ.get("PORTAL_STORAGE_ROOT"):
-    os.environ["PORTAL_STORAGE_ROOT"] = tempfile.mkdtemp(prefix="portal-test-storage-")
+# Tenant files of the test database live beside it and last as long as it does (--reuse-db);
+# exported so that servers started by tests agree with the tests on where files are.
+os.environ.setdefault("PORTAL_STORAGE_ROOT", str(BASE_DIR / ".var" / "test" / "storage"))
 PORTAL_STORAGE_ROOT = Path(os.environ["PORTAL_STORAGE_ROOT"])
 ALLOWED_HOSTS = ["localhost", ".localhost", "testserver"]
 PORTAL_TRUSTED_PROXIES = ["10.9.8.7/32"]

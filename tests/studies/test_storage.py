@@ -1,5 +1,6 @@
 """Storage media: usage is measured from each tenant's own files, paths stay inside roots."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def test_usage_counts_only_the_tenants_own_files(alpha, beta):
         list(media_measure_usage())
         beta_baseline = StorageMedium.objects.get(name="default").used_bytes
     study = alpha_root / "1.2.840.1" / "1.2.840.1.1"
-    study.mkdir(parents=True)
+    study.mkdir(parents=True, exist_ok=True)
     try:
         (study / "1.2.840.1.1.1.dcm").write_bytes(b"\0" * 4096)
         with schema_context(alpha.schema_name):
@@ -30,7 +31,7 @@ def test_usage_counts_only_the_tenants_own_files(alpha, beta):
             assert StorageMedium.objects.get(name="default").used_bytes == beta_baseline
             assert beta_before.root != str(alpha_root)
     finally:
-        (study / "1.2.840.1.1.1.dcm").unlink()
+        shutil.rmtree(alpha_root / "1.2.840.1")
 
 
 def test_measure_usage_does_not_follow_symlinks_out_of_the_medium(tmp_path):

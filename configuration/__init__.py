@@ -1,0 +1,1 @@
+"""Tenant configuration (`/settings/`): DICOM identity and nodes, retention, policies, versioned."""

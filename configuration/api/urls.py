@@ -1,0 +1,3 @@
+"""API routes of configuration (filled in issue 3)."""
+
+urlpatterns: list = []

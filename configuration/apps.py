@@ -1,0 +1,8 @@
+"""App config for tenant configuration."""
+
+from django.apps import AppConfig
+
+
+class ConfigurationConfig(AppConfig):
+    name = "configuration"
+    verbose_name = "Configuration"

@@ -1,0 +1,1 @@
+"""Tenant configuration models (filled by the configuration work of issue 3)."""
