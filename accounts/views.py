@@ -23,11 +23,27 @@ class LoginView(auth_views.LoginView):
     def form_valid(self, form):
         response = super().form_valid(form)  # rotates the session key
         bind_session_to_schema(self.request)
+        audit_record(action="login.success", request=self.request, target=form.get_user())
         return response
+
+    def form_invalid(self, form):
+        audit_record(
+            action="login.failure",
+            request=self.request,
+            outcome=Outcome.FAILURE,
+            actor_name=str(form.data.get("username", ""))[:150],
+            object_type="user",
+        )
+        return super().form_invalid(form)
 
 
 class LogoutView(auth_views.LogoutView):
     next_page = "login"
+
+    def post(self, request, *args, **kwargs):
+        if request.user.is_authenticated:
+            audit_record(action="logout", request=request, target=request.user)
+        return super().post(request, *args, **kwargs)
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):

@@ -1,6 +1,7 @@
 """/audit/: the log with filters and pages, and the same selection as CSV."""
 
 import csv
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,18 +55,10 @@ def _csv_rows(events: Any) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
     for event in events.iterator(chunk_size=2000):
-        yield writer.writerow(
-            [
-                event.at.isoformat(),
-                event.actor_name,
-                event.source_address or "",
-                event.action,
-                event.object_type,
-                event.object_id,
-                event.outcome,
-                _neutralise(str(event.details) if event.details else ""),
-            ]
-        )
+        texts = (event.actor_name, event.source_address or "", event.action,
+                 event.object_type, event.object_id, event.outcome)
+        details = json.dumps(event.details, sort_keys=True) if event.details else ""
+        yield writer.writerow([event.at.isoformat(), *map(_neutralise, texts), details])
 
 
 def _neutralise(value: str) -> str:

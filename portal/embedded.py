@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         parser.error("give a command to run after --")
     var = Path(args.var).resolve()
-    env = dict(os.environ)
+    # Data that belongs with these services (the test suite's storage root) goes here too.
+    env = {**os.environ, "PORTAL_VAR_DIR": str(var)}
     with ExitStack() as stack:
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = stack.enter_context(embedded_postgres(var / "postgres"))

@@ -18,6 +18,7 @@ class TenantFigures:
     capacity_bytes: int | None = None
     media_above_watermark: int | None = None
     failed_jobs: int | None = None
+    audit_events: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def tenant_figures(tenant: Tenant) -> TenantFigures:
                  WHERE status <> 'retired'),
                (SELECT count(*) FROM {schema}.studies_storagemedium
                  WHERE status = 'online' AND used_bytes * 100 >= capacity_bytes * high_watermark),
-               (SELECT count(*) FROM {schema}.jobs_jobrun WHERE status = 'failed')
+               (SELECT count(*) FROM {schema}.jobs_jobrun WHERE status = 'failed'),
+               (SELECT count(*) FROM {schema}.audit_auditevent)
     """  # noqa: S608 - the schema name is quoted by django-tenants and never user input
     try:
         with transaction.atomic(), connection.cursor() as cursor:

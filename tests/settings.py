@@ -13,7 +13,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tenant files of the test database live beside it and last as long as it does (--reuse-db);
 # exported so that servers started by tests agree with the tests on where files are.
-os.environ.setdefault("PORTAL_STORAGE_ROOT", str(BASE_DIR / ".var" / "test" / "storage"))
+_var = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / ".var" / "test"))
+os.environ.setdefault("PORTAL_STORAGE_ROOT", str(_var / "storage"))
 PORTAL_STORAGE_ROOT = Path(os.environ["PORTAL_STORAGE_ROOT"])
 ALLOWED_HOSTS = ["localhost", ".localhost", "testserver"]
 PORTAL_TRUSTED_PROXIES = ["10.9.8.7/32"]
