@@ -6,7 +6,7 @@ without writing a test for it.
 """
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLResolver, get_resolver
 from django_tenants.utils import schema_context
 
 from accounts.models import Role
