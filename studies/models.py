@@ -33,6 +33,9 @@ class StorageMedium(models.Model):
     used_bytes = models.BigIntegerField(default=0)
     file_count = models.BigIntegerField(default=0)
     usage_measured_at = models.DateTimeField(null=True, blank=True)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    last_probe_ok = models.BooleanField(null=True, blank=True)
+    last_probe_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -61,3 +64,8 @@ class StorageMedium(models.Model):
     @property
     def above_high_watermark(self) -> bool:
         return self.used_percent >= self.high_watermark
+
+    @property
+    def holds_data(self) -> bool:
+        """As last measured; deletion measures again before it trusts this."""
+        return self.used_bytes > 0 or self.file_count > 0

@@ -1,11 +1,563 @@
-"""Writes on the tenant's archive: storage media usage for now."""
+"""Writes on the tenant's archive: storage media (validation, status, probe, usage)."""
 
+import dataclasses
+import hashlib
+import os
+import shutil
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from audit.models import Outcome
+from audit.services import audit_record
 from studies.models import MediumKind, MediumStatus, StorageMedium
-from studies.storage import MeasuredUsage, measure_usage
+from studies.storage import MeasuredUsage, StoragePathError, measure_usage, resolve_inside
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+PROBE_BYTES = 8 << 20
+PRIORITY_LIMIT = 1_000_000
+S3_REFUSED = "Object storage media arrive in a later release; choose a filesystem directory."
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    message: str
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+    write_mb_per_s: float | None = None
+    read_mb_per_s: float | None = None
+    mount_point: str = ""
+
+
+def size_text(value: int) -> str:
+    """`filesizeformat` with plain spaces, for messages that also travel through the API."""
+    return str(filesizeformat(value)).replace("\xa0", " ")
+
+
+def _allowed_root(tenant: "Tenant") -> Path:
+    return Path(tenant.storage_root).resolve()
+
+
+def _resolve_root(text: str, allowed: Path) -> Path:
+    """The medium directory `text` names (absolute, or relative to the allowed root)."""
+    text = text.strip()
+    if not text:
+        raise ValidationError({"root": "Enter the medium's directory."})
+    candidate = Path(text) if os.path.isabs(text) else allowed / text
+    try:
+        resolved = candidate.resolve()
+        inside = resolve_inside(allowed, candidate)
+    except StoragePathError:
+        raise ValidationError(
+            {
+                "root": f"The root must lie inside the tenant's allowed root {allowed}; "
+                f"“{text}” resolves to {resolved}."
+            }
+        ) from None
+    except (ValueError, OSError, RuntimeError) as error:  # NUL bytes, symlink loops
+        raise ValidationError({"root": f"“{text}” is not a usable path: {error}."}) from None
+    if inside == allowed:
+        raise ValidationError(
+            {"root": f"A medium needs its own directory below {allowed}, not the allowed root."}
+        )
+    return inside
+
+
+def _overlap_error(root: Path, medium: StorageMedium, others: list[StorageMedium]) -> str | None:
+    for other in others:
+        if other.pk == medium.pk or other.kind != MediumKind.FILESYSTEM:
+            continue
+        theirs = Path(other.root).resolve()
+        if root == theirs:
+            relation = "is the root of"
+        elif theirs in root.parents:
+            relation = "lies inside"
+        elif root in theirs.parents:
+            relation = "contains"
+        else:
+            continue
+        return (
+            f"{root} {relation} medium “{other.name}” ({theirs}); media must not share directories."
+        )
+    return None
+
+
+def _field_errors(
+    medium: StorageMedium, tenant: "Tenant", others: list[StorageMedium], *, check_quota: bool
+) -> dict[str, str]:
+    """Every rule that needs no disk access, as {field: message}."""
+    errors: dict[str, str] = {}
+    medium.name = medium.name.strip()
+    if not medium.name:
+        errors["name"] = "Enter a name."
+    elif len(medium.name) > 100:
+        errors["name"] = "Use at most 100 characters."
+    elif any(o.pk != medium.pk and o.name.lower() == medium.name.lower() for o in others):
+        errors["name"] = f"A medium named “{medium.name}” exists already."
+    if medium.kind not in MediumKind.values:
+        errors["kind"] = "Choose a kind of medium."
+    elif medium.kind == MediumKind.S3:
+        errors["kind"] = S3_REFUSED
+    if medium.status not in MediumStatus.values:
+        errors["status"] = "Choose online, read-only, offline or retired."
+    if not 0 < medium.low_watermark < medium.high_watermark:
+        errors["low_watermark"] = "The low watermark must be above 0 % and below the high one."
+    if medium.high_watermark > 100:
+        errors["high_watermark"] = "The high watermark can be at most 100 %."
+    if not -PRIORITY_LIMIT <= medium.priority <= PRIORITY_LIMIT:
+        errors["priority"] = f"Use a priority between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}."
+    if medium.capacity_bytes <= 0:
+        errors["capacity_bytes"] = "The capacity must be more than 0 bytes."
+    elif check_quota and (quota := _quota_error(medium, tenant, others)):
+        errors["capacity_bytes"] = quota
+    return errors
+
+
+def _quota_error(medium: StorageMedium, tenant: "Tenant", others: list[StorageMedium]) -> str:
+    """Non-retired media share the tenant's quota; a retired one gives its share back."""
+    if medium.status == MediumStatus.RETIRED:
+        return ""
+    taken = sum(
+        o.capacity_bytes for o in others if o.pk != medium.pk and o.status != MediumStatus.RETIRED
+    )
+    if taken + medium.capacity_bytes <= tenant.quota_bytes:
+        return ""
+    left = max(0, tenant.quota_bytes - taken)
+    return (
+        f"A capacity of {size_text(medium.capacity_bytes)} plus the {size_text(taken)} of the "
+        f"other media would exceed the tenant's quota of {size_text(tenant.quota_bytes)} "
+        f"({size_text(left)} left; lower another medium's capacity or retire it first)."
+    )
+
+
+def _write_test(directory: Path) -> None:
+    """Write, fsync and delete a small file: a directory we may not write to fails here."""
+    path = directory / f".portal-write-test-{uuid.uuid4().hex}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"portal write test\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+def _prepare_root(root: Path) -> Path | None:
+    """Create `root` if needed and prove it writable; returns the topmost directory created."""
+    missing = [p for p in (root, *root.parents) if not p.exists()]
+    created = missing[-1] if missing else None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_test(root)
+    except OSError as error:
+        _remove_empty_tree(created)
+        raise ValidationError({"root": f"{root} cannot be created or written: {error}"}) from None
+    return created
+
+
+def _remove_empty_tree(top: Path | None) -> None:
+    """Remove `top` and the directories below it, keeping any that still hold something."""
+    if top is None or not top.is_dir() or top.is_symlink():
+        return
+    for dirpath, _dirnames, _filenames in os.walk(top, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            continue  # not empty: it stays
+
+
+def _locked_media() -> list[StorageMedium]:
+    """Every medium, locked until commit: concurrent edits cannot both spend the same quota."""
+    return list(StorageMedium.objects.select_for_update().order_by("pk"))
+
+
+def _raise_if(errors: dict[str, str]) -> None:
+    if errors:
+        raise ValidationError(errors)
+
+
+EDITABLE_FIELDS = (
+    "name",
+    "root",
+    "capacity_bytes",
+    "high_watermark",
+    "low_watermark",
+    "priority",
+)
+
+
+def _snapshot(medium: StorageMedium) -> dict[str, Any]:
+    return {field: getattr(medium, field) for field in EDITABLE_FIELDS} | {
+        "kind": medium.kind,
+        "status": medium.status,
+    }
+
+
+def medium_create(
+    *,
+    tenant: "Tenant",
+    name: str,
+    root: str,
+    capacity_bytes: int,
+    high_watermark: int = 90,
+    low_watermark: int = 80,
+    priority: int = 0,
+    status: str = MediumStatus.ONLINE,
+    kind: str = MediumKind.FILESYSTEM,
+    request: HttpRequest | None = None,
+    actor: Any = None,
+) -> StorageMedium:
+    """Add a medium after every rule passed; its directory is created and proven writable."""
+    medium = StorageMedium(
+        name=name,
+        kind=kind,
+        root=root,
+        capacity_bytes=capacity_bytes,
+        high_watermark=high_watermark,
+        low_watermark=low_watermark,
+        priority=priority,
+        status=status,
+    )
+    with transaction.atomic():
+        others = _locked_media()
+        errors = _field_errors(medium, tenant, others, check_quota=True)
+        if "kind" not in errors:
+            try:
+                resolved = _resolve_root(root, _allowed_root(tenant))
+            except ValidationError as error:
+                errors.update({k: v[0] for k, v in error.message_dict.items()})
+            else:
+                medium.root = str(resolved)
+                if overlap := _overlap_error(resolved, medium, others):
+                    errors["root"] = overlap
+        _raise_if(errors)
+        created = _prepare_root(Path(medium.root))
+        try:
+            medium.save()
+            audit_record(
+                action="medium.create",
+                request=request,
+                actor=actor,
+                target=medium,
+                details=_snapshot(medium),
+            )
+        except BaseException:
+            _remove_empty_tree(created)
+            raise
+    return medium
+
+
+def medium_update(
+    *,
+    tenant: "Tenant",
+    medium: StorageMedium,
+    name: str | None = None,
+    root: str | None = None,
+    capacity_bytes: int | None = None,
+    high_watermark: int | None = None,
+    low_watermark: int | None = None,
+    priority: int | None = None,
+    request: HttpRequest | None = None,
+    actor: Any = None,
+) -> StorageMedium:
+    """Change what was given (None keeps a value); the same rules as creation apply.
+
+    A root can only move while the current one holds no files: the index would lose them.
+    """
+    given = {
+        "name": name,
+        "root": root,
+        "capacity_bytes": capacity_bytes,
+        "high_watermark": high_watermark,
+        "low_watermark": low_watermark,
+        "priority": priority,
+    }
+    with transaction.atomic():
+        others = _locked_media()
+        current = next((o for o in others if o.pk == medium.pk), None)
+        if current is None:
+            raise StorageMedium.DoesNotExist(f"Medium {medium.pk} was deleted meanwhile.")
+        before = _snapshot(current)
+        for field, value in given.items():
+            if value is not None and field != "root":
+                setattr(current, field, value)
+        # A medium that does not grow keeps its share even if the quota was lowered since.
+        grows = capacity_bytes is not None and capacity_bytes > before["capacity_bytes"]
+        errors = _field_errors(current, tenant, others, check_quota=grows)
+        errors.pop("kind", None)  # an existing medium's kind is not being changed here
+        new_root: Path | None = None
+        if root is not None and current.kind == MediumKind.FILESYSTEM:
+            try:
+                resolved = _resolve_root(root, _allowed_root(tenant))
+            except ValidationError as error:
+                errors.update({k: v[0] for k, v in error.message_dict.items()})
+            else:
+                if resolved != Path(current.root).resolve():
+                    new_root = resolved
+                    errors.update(_move_errors(current, resolved, others))
+        _raise_if(errors)
+        created = _prepare_root(new_root) if new_root is not None else None
+        if new_root is not None:
+            current.root = str(new_root)
+        changes = {
+            field: [before[field], value]
+            for field, value in _snapshot(current).items()
+            if before[field] != value
+        }
+        if not changes:
+            return current
+        try:
+            current.save()
+            audit_record(
+                action="medium.update",
+                request=request,
+                actor=actor,
+                target=current,
+                details={"changes": changes},
+            )
+        except BaseException:
+            _remove_empty_tree(created)
+            raise
+    return current
+
+
+def _move_errors(
+    medium: StorageMedium, new_root: Path, others: list[StorageMedium]
+) -> dict[str, str]:
+    if overlap := _overlap_error(new_root, medium, others):
+        return {"root": overlap}
+    usage = measure_usage(medium.root)
+    if usage.files:
+        return {
+            "root": f"{medium.root} holds {usage.files} file{'s' if usage.files != 1 else ''} "
+            f"({size_text(usage.bytes)}); move them before changing the root, "
+            "or add a new medium instead."
+        }
+    return {}
+
+
+def _check_writable_now(medium: StorageMedium, tenant: "Tenant") -> str:
+    """Why an existing medium cannot take new files at its root right now ('' if it can)."""
+    if medium.kind != MediumKind.FILESYSTEM:
+        return S3_REFUSED
+    try:
+        root = resolve_inside(_allowed_root(tenant), medium.root)
+    except StoragePathError:
+        return f"{medium.root} is no longer inside the tenant's allowed root {tenant.storage_root}."
+    if not root.is_dir():
+        return f"{root} is not a directory here: is the disk mounted?"
+    try:
+        _write_test(root)
+    except OSError as error:
+        return f"{root} cannot be written: {error}"
+    return ""
+
+
+def medium_set_status(
+    *,
+    tenant: "Tenant",
+    medium: StorageMedium,
+    status: str,
+    request: HttpRequest | None = None,
+    actor: Any = None,
+) -> StorageMedium:
+    """Move a medium to online, read-only, offline or retired.
+
+    Retiring always works. Going online proves the root writable; leaving `retired` takes
+    its capacity out of the quota again.
+    """
+    if status not in MediumStatus.values:
+        raise ValidationError({"status": "Choose online, read-only, offline or retired."})
+    with transaction.atomic():
+        others = _locked_media()
+        current = next((o for o in others if o.pk == medium.pk), None)
+        if current is None:
+            raise StorageMedium.DoesNotExist(f"Medium {medium.pk} was deleted meanwhile.")
+        previous = current.status
+        if previous == status:
+            return current
+        current.status = status
+        if previous == MediumStatus.RETIRED and (error := _quota_error(current, tenant, others)):
+            raise ValidationError({"status": error})
+        if status == MediumStatus.ONLINE and (error := _check_writable_now(current, tenant)):
+            raise ValidationError({"status": f"Cannot put the medium online: {error}"})
+        current.save(update_fields=["status"])
+        audit_record(
+            action="medium.status_change",
+            request=request,
+            actor=actor,
+            target=current,
+            details={"name": current.name, "from": previous, "to": status},
+        )
+    return current
+
+
+def medium_delete(
+    *,
+    tenant: "Tenant",
+    medium: StorageMedium,
+    request: HttpRequest | None = None,
+    actor: Any = None,
+) -> None:
+    """Delete a medium that holds nothing (measured now), and its directory once committed."""
+    with transaction.atomic():
+        current = StorageMedium.objects.select_for_update().filter(pk=medium.pk).first()
+        if current is None:
+            raise StorageMedium.DoesNotExist(f"Medium {medium.pk} was deleted meanwhile.")
+        usage = (
+            measure_usage(current.root)
+            if current.kind == MediumKind.FILESYSTEM
+            else MeasuredUsage(bytes=current.used_bytes, files=current.file_count)
+        )
+        if usage.files or usage.bytes:
+            raise ValidationError(
+                f"Medium “{current.name}” holds {usage.files} "
+                f"file{'s' if usage.files != 1 else ''} ({size_text(usage.bytes)}); "
+                "retire it instead."
+            )
+        audit_record(
+            action="medium.delete",
+            request=request,
+            actor=actor,
+            target=current,
+            details={"name": current.name, "root": current.root},
+        )
+        current.delete()
+        if current.kind == MediumKind.FILESYSTEM:
+            try:
+                root = resolve_inside(_allowed_root(tenant), current.root)
+            except StoragePathError:
+                return  # never remove anything outside the tenant's allowed root
+            transaction.on_commit(lambda: _remove_empty_tree(root))
+
+
+def _mount_point(path: Path) -> str:
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return str(path)
+
+
+def _probe_directory(root: Path, size: int) -> ProbeResult:
+    """Write `size` random bytes with fsync, read them back uncached, compare, delete."""
+    path = root / f".portal-probe-{uuid.uuid4().hex}"
+    chunk = 1 << 20
+    written = hashlib.sha256()
+    try:
+        started = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for offset in range(0, size, chunk):
+                block = os.urandom(min(chunk, size - offset))
+                written.update(block)
+                os.write(fd, block)
+            os.fsync(fd)
+            # Drop the cached pages so that the read below measures the disk, not memory.
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        write_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        read = hashlib.sha256()
+        with path.open("rb") as stream:
+            while block := stream.read(chunk):
+                read.update(block)
+        read_seconds = time.perf_counter() - started
+    finally:
+        path.unlink(missing_ok=True)
+    usage = shutil.disk_usage(root)
+    if read.digest() != written.digest():
+        return ProbeResult(
+            ok=False,
+            message=f"The {size_text(size)} read back from {root} differ from what was written.",
+            free_bytes=usage.free,
+            total_bytes=usage.total,
+            mount_point=_mount_point(root),
+        )
+    return ProbeResult(
+        ok=True,
+        message="",
+        free_bytes=usage.free,
+        total_bytes=usage.total,
+        write_mb_per_s=round(size / max(write_seconds, 1e-9) / 1e6, 1),
+        read_mb_per_s=round(size / max(read_seconds, 1e-9) / 1e6, 1),
+        mount_point=_mount_point(root),
+    )
+
+
+def _probe(medium: StorageMedium, tenant: "Tenant", size: int) -> ProbeResult:
+    if medium.kind != MediumKind.FILESYSTEM:
+        return ProbeResult(ok=False, message=S3_REFUSED)
+    try:
+        root = resolve_inside(_allowed_root(tenant), medium.root)
+    except StoragePathError:
+        return ProbeResult(
+            ok=False,
+            message=f"Refused: {medium.root} is outside the allowed root {tenant.storage_root}.",
+        )
+    if not root.is_dir():
+        return ProbeResult(
+            ok=False, message=f"{root} does not exist or is not a directory: is the disk mounted?"
+        )
+    try:
+        result = _probe_directory(root, size)
+    except OSError as error:
+        return ProbeResult(ok=False, message=f"Probe of {root} failed: {error}")
+    if not result.ok:
+        return result
+    assert result.total_bytes is not None and result.free_bytes is not None
+    message = (
+        f"Wrote, read back and deleted {size_text(size)} in {root}: "
+        f"write {result.write_mb_per_s} MB/s, read {result.read_mb_per_s} MB/s; "
+        f"{size_text(result.free_bytes)} free of {size_text(result.total_bytes)} "
+        f"on the filesystem mounted at {result.mount_point}."
+    )
+    if medium.capacity_bytes > result.total_bytes:
+        message += (
+            f" Note: the capacity ({size_text(medium.capacity_bytes)}) is larger than this "
+            "filesystem: is the right disk mounted?"
+        )
+    return dataclasses.replace(result, message=message)
+
+
+def medium_probe(
+    *,
+    tenant: "Tenant",
+    medium: StorageMedium,
+    size_bytes: int = PROBE_BYTES,
+    request: HttpRequest | None = None,
+    actor: Any = None,
+) -> ProbeResult:
+    """Write, read back and delete a test object; keep and audit the outcome on the medium."""
+    result = _probe(medium, tenant, size_bytes)
+    now = timezone.now()
+    with transaction.atomic():
+        StorageMedium.objects.filter(pk=medium.pk).update(
+            last_probe_at=now, last_probe_ok=result.ok, last_probe_message=result.message
+        )
+        medium.last_probe_at, medium.last_probe_ok = now, result.ok
+        medium.last_probe_message = result.message
+        audit_record(
+            action="medium.probe",
+            request=request,
+            actor=actor,
+            target=medium,
+            outcome=Outcome.SUCCESS if result.ok else Outcome.FAILURE,
+            details={k: v for k, v in dataclasses.asdict(result).items() if v not in (None, "")},
+        )
+    return result
 
 
 def media_measure_usage() -> Iterator[tuple[StorageMedium, MeasuredUsage]]:

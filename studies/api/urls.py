@@ -1,3 +1,9 @@
-"""API routes of studies and storage media (filled in issue 3)."""
+"""API routes of storage media (studies join them in later issues)."""
 
-urlpatterns: list = []
+from rest_framework.routers import SimpleRouter
+
+from studies.api.views import MediumViewSet
+
+router = SimpleRouter()
+router.register("media", MediumViewSet, basename="medium")
+urlpatterns = router.urls

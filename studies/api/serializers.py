@@ -1,0 +1,80 @@
+"""Input and output shapes of the storage media API; the rules themselves live in services."""
+
+from rest_framework import serializers
+
+from studies.models import MediumKind, MediumStatus, StorageMedium
+
+# Wide bounds only keep values inside the database columns; the services give the real
+# messages (watermarks 0 < low < high <= 100, capacity within the quota...).
+BIG = 2**63 - 1
+SMALL = 32767
+
+
+class MediumCreateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    kind = serializers.ChoiceField(choices=MediumKind.choices, default=MediumKind.FILESYSTEM)
+    # The metaclass pops declared fields, so `root` does not shadow Field.root at runtime.
+    root = serializers.CharField(  # type: ignore[assignment]
+        max_length=1024,
+        help_text="Directory inside the tenant's allowed root (absolute, or relative to it).",
+    )
+    capacity_bytes = serializers.IntegerField(min_value=-BIG, max_value=BIG)
+    high_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, default=90)
+    low_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, default=80)
+    priority = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, default=0)
+    status = serializers.ChoiceField(choices=MediumStatus.choices, default=MediumStatus.ONLINE)
+
+
+class MediumUpdateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    root = serializers.CharField(max_length=1024, required=False)  # type: ignore[assignment]
+    capacity_bytes = serializers.IntegerField(min_value=-BIG, max_value=BIG, required=False)
+    high_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, required=False)
+    low_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, required=False)
+    priority = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False)
+
+
+class MediumStatusInput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=MediumStatus.choices)
+
+
+class MediumOutput(serializers.ModelSerializer):
+    used_percent = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = StorageMedium
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "root",
+            "capacity_bytes",
+            "high_watermark",
+            "low_watermark",
+            "status",
+            "priority",
+            "used_bytes",
+            "used_percent",
+            "file_count",
+            "usage_measured_at",
+            "last_probe_at",
+            "last_probe_ok",
+            "last_probe_message",
+            "created_at",
+        ]
+
+
+class ProbeOutput(serializers.Serializer):
+    ok = serializers.BooleanField()
+    message = serializers.CharField()
+    free_bytes = serializers.IntegerField(allow_null=True)
+    total_bytes = serializers.IntegerField(allow_null=True)
+    write_mb_per_s = serializers.FloatField(allow_null=True)
+    read_mb_per_s = serializers.FloatField(allow_null=True)
+    mount_point = serializers.CharField(allow_blank=True)
+
+
+class UsageOutput(serializers.Serializer):
+    media = serializers.IntegerField()
+    files = serializers.IntegerField()
+    bytes = serializers.IntegerField()
