@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -57,6 +58,18 @@ def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-unty
 def _public_schema_after_test() -> Iterator[None]:
     yield
     connection.set_schema_to_public()
+
+
+@pytest.fixture(autouse=True)
+def _remove_new_tenant_directories() -> Iterator[None]:
+    """Tenant rows roll back with the test; the directories their creation made go too."""
+    from django.conf import settings
+
+    root = Path(settings.PORTAL_STORAGE_ROOT)
+    before = set(root.iterdir()) if root.is_dir() else set()
+    yield
+    for path in (set(root.iterdir()) if root.is_dir() else set()) - before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,128 @@
+"""Reads of the tenant's configuration, for pages, the API, jobs and the DICOM gateway."""
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.apps import apps
+from django.db.models import Count, QuerySet, Sum
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+
+from configuration.dicom import DEFAULT_CALLING_AE
+from configuration.models import (
+    DEFAULT_ACCENT,
+    SINGLETON_ID,
+    RemoteNode,
+    RetentionRule,
+    SettingChange,
+    TenantSettings,
+)
+from configuration.validators import ALL_MODALITIES
+from tenants.models import Tenant
+
+# Periodic job name (jobs.tasks.TENANT_JOBS) -> the TenantSettings switch that gates it.
+JOB_SWITCHES = {
+    "storage-usage": "job_storage_usage",
+    "watermark-migration": "job_watermark_migration",
+    "retention": "job_retention",
+    "verification": "job_verification",
+    "quarantine-purge": "job_quarantine_purge",
+}
+
+
+def tenant_settings() -> TenantSettings:
+    """The active schema's settings row, created with the defaults on first use."""
+    row, _ = TenantSettings.objects.get_or_create(pk=SINGLETON_ID)
+    return row
+
+
+def accent_colour() -> str:
+    """The header colour, without creating the settings row on a plain page view."""
+    stored = TenantSettings.objects.filter(pk=SINGLETON_ID).values_list("accent_colour").first()
+    return stored[0] if stored else DEFAULT_ACCENT
+
+
+def job_enabled(job: str) -> bool:
+    """Whether the tenant lets periodic `job` run; unknown jobs are not switchable (on)."""
+    switch = JOB_SWITCHES.get(job)
+    return switch is None or bool(getattr(tenant_settings(), switch))
+
+
+def calling_ae_title(tenant: Tenant) -> str:
+    """The AE title this archive introduces itself with when it calls a remote node."""
+    return tenant.ae_title or DEFAULT_CALLING_AE
+
+
+def node_list() -> QuerySet[RemoteNode]:
+    return RemoteNode.objects.order_by("ae_title", "host", "port")
+
+
+def node_is_allowed(*, calling_ae: str, address: str) -> bool:
+    """Whether the DICOM gateway may accept an association from `calling_ae` at `address`."""
+    if not tenant_settings().require_known_nodes:
+        return True
+    hosts = RemoteNode.objects.filter(ae_title=calling_ae.strip()).values_list("host", flat=True)
+    return any(_host_has_address(host, address) for host in hosts)
+
+
+def _host_has_address(host: str, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    try:
+        # A node listed by name matches the addresses the name resolves to now.
+        resolved = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return address in {str(entry[4][0]) for entry in resolved}
+
+
+def retention_rule_list() -> QuerySet[RetentionRule]:
+    return RetentionRule.objects.order_by("modality")
+
+
+def setting_change_list() -> QuerySet[SettingChange]:
+    return SettingChange.objects.order_by("-at", "-id")
+
+
+@dataclass(frozen=True)
+class RetentionPreview:
+    """What a retention rule would delete if the job ran now."""
+
+    studies: int
+    bytes: int
+    cutoff: datetime
+    available: bool = True
+
+    @property
+    def summary(self) -> str:
+        """The dry run's answer in words, as the page and the API say it."""
+        if not self.available:
+            return "No studies are indexed yet: nothing would be deleted."
+        noun = "study" if self.studies == 1 else "studies"
+        return (
+            f"This rule would delete {self.studies} {noun}, {filesizeformat(self.bytes)} "
+            f"({self.bytes} bytes), tonight."
+        )
+
+
+def retention_preview(*, modality: str, days: int) -> RetentionPreview:
+    """Studies of `modality` (`*`: any) received before now - `days`, and their size.
+
+    Reads `studies.Study` by name, which the index provides with `received_at` (when the
+    archive received the study), `modalities` (an array of the study's modality codes) and
+    `size_bytes`. Before the index exists nothing can be deleted, and the preview says so.
+    """
+    cutoff = timezone.now() - timedelta(days=days)
+    try:
+        study_model = apps.get_model("studies", "Study")
+    except LookupError:
+        return RetentionPreview(studies=0, bytes=0, cutoff=cutoff, available=False)
+    studies = study_model.objects.filter(received_at__lt=cutoff)
+    if modality != ALL_MODALITIES:
+        studies = studies.filter(modalities__contains=[modality])
+    totals = studies.aggregate(count=Count("pk"), size=Sum("size_bytes"))
+    return RetentionPreview(studies=totals["count"] or 0, bytes=totals["size"] or 0, cutoff=cutoff)
