@@ -59,6 +59,20 @@ class ApiToken(models.Model):
         now = timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
+    @property
+    def status(self) -> str:
+        """`active`, `expired` or `revoked`, for lists and badges."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    @property
+    def prefix(self) -> str:
+        """The public part of the token, enough to recognise it in a script's configuration."""
+        return f"{self.PREFIX}{self.key_id}"
+
     @staticmethod
     def hash_secret(secret: str) -> str:
         return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,5 +1,7 @@
 """The audit log's filter form."""
 
+from typing import Any
+
 from django import forms
 
 from audit.models import Outcome
@@ -20,17 +22,21 @@ class AuditFilterForm(forms.Form):
     object_id = forms.CharField(required=False, max_length=128, label="Object id")
     outcome = forms.ChoiceField(required=False, choices=[("", "any"), *Outcome.choices])
 
-    def clean(self):  # type: ignore[no-untyped-def]
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             self.add_error("until", "The end date lies before the start date.")
         return data
 
     def criteria(self) -> AuditFilter:
-        data = self.cleaned_data if self.is_valid() else {}
+        """The filter the valid fields describe (an invalid form filters nothing)."""
+        data: dict[str, Any] = self.cleaned_data if self.is_valid() else {}
         return AuditFilter(
-            **{
-                name: data.get(name) or ("" if name not in {"since", "until"} else None)
-                for name in AuditFilter.__dataclass_fields__
-            }
+            since=data.get("since"),
+            until=data.get("until"),
+            actor=data.get("actor") or "",
+            action=data.get("action") or "",
+            object_type=data.get("object_type") or "",
+            object_id=data.get("object_id") or "",
+            outcome=data.get("outcome") or "",
         )

@@ -32,7 +32,7 @@ class AuditListView(CapabilityRequiredMixin, ListView):
     context_object_name = "events"
     paginate_by = 50
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         self.form = AuditFilterForm(self.request.GET or None)
         return audit_search(self.form.criteria()).select_related("actor")
 
@@ -55,8 +55,14 @@ def _csv_rows(events: Any) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
     for event in events.iterator(chunk_size=2000):
-        texts = (event.actor_name, event.source_address or "", event.action,
-                 event.object_type, event.object_id, event.outcome)
+        texts = (
+            event.actor_name,
+            event.source_address or "",
+            event.action,
+            event.object_type,
+            event.object_id,
+            event.outcome,
+        )
         details = json.dumps(event.details, sort_keys=True) if event.details else ""
         yield writer.writerow([event.at.isoformat(), *map(_neutralise, texts), details])
 

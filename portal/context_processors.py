@@ -11,7 +11,7 @@ def portal(request: HttpRequest) -> dict[str, Any]:
     tenant = getattr(request, "tenant", None)
     is_tenant_site = tenant is not None and not tenant.is_public
     user = getattr(request, "user", None)
-    caps = frozenset()
+    caps: frozenset[str] = frozenset()
     if is_tenant_site and user is not None and user.is_authenticated and user.is_active:
         caps = frozenset(str(c) for c in ROLE_CAPABILITIES.get(getattr(user, "role", ""), ()))
     return {

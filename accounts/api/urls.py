@@ -1,7 +1,12 @@
-"""Routes of a tenant's API (grows with issue 3)."""
+"""Routes of the tenant API about people: me/, users/, tokens/."""
 
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
-from accounts.api.views import MeView
+from accounts.api.views import MeView, TokenViewSet, UserViewSet
 
-urlpatterns = [path("me/", MeView.as_view(), name="api_me")]
+router = SimpleRouter()
+router.register("users", UserViewSet, basename="user")
+router.register("tokens", TokenViewSet, basename="token")
+
+urlpatterns = [path("me/", MeView.as_view(), name="api_me"), *router.urls]

@@ -1,0 +1,217 @@
+"""Pure DICOM parsing: a file becomes a frozen `ParsedInstance`, or one `DicomParseError`.
+
+No ORM and no storage here, so every rule is tested without a database. The checks are the
+ones that keep an archive safe: readable Part 10 file, the four UIDs present and well formed
+(they become path parts later), a storable SOP class, sizes within bounds.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+
+UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+MAX_UID_LENGTH = 64
+# Real objects nest a handful of levels (structured reports a dozen); pydicom recurses per
+# level, so deeper files are refused at the door instead of failing later in a viewer.
+MAX_SEQUENCE_DEPTH = 32
+
+
+class DicomParseError(ValueError):
+    """Why a file cannot enter the archive; `code` is stable, the message is for people."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    """What the index needs from one instance, read without its pixel data."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: date | None = None
+    patient_sex: str = ""
+    study_date: date | None = None
+    study_time: time | None = None
+    accession_number: str = ""
+    study_id: str = ""
+    study_description: str = ""
+    referring_physician_name: str = ""
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    body_part_examined: str = ""
+    instance_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int | None = None
+    specific_character_set: str = ""
+
+    @property
+    def study_datetime(self) -> datetime | None:
+        if self.study_date is None:
+            return None
+        return datetime.combine(self.study_date, self.study_time or time.min)
+
+
+def is_valid_uid(value: str) -> bool:
+    return 0 < len(value) <= MAX_UID_LENGTH and bool(UID_RE.match(value))
+
+
+def is_storage_sop_class(uid: str) -> bool:
+    try:
+        return issubclass(uid_to_service_class(uid), StorageServiceClass)
+    except Exception:  # unknown or malformed UIDs map to no service class at all
+        return False
+
+
+def _text(dataset: Dataset, keyword: str, limit: int = 64) -> str:
+    value = dataset.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip().replace("\x00", "")[:limit]
+
+
+def _int(dataset: Dataset, keyword: str) -> int | None:
+    value = dataset.get(keyword)
+    try:
+        number = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is None or -(2**31) <= number < 2**31 else None
+
+
+def _date(dataset: Dataset, keyword: str) -> date | None:
+    """DICOM DA (YYYYMMDD, no time zone); a malformed date stays out of the index."""
+    raw = _text(dataset, keyword, 8)
+    if len(raw) != 8 or not raw.isdigit():
+        return None
+    try:
+        return date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
+    except ValueError:
+        return None
+
+
+def _time(dataset: Dataset, keyword: str) -> time | None:
+    """DICOM TM (HH[MM[SS[.frac]]], no time zone)."""
+    raw = _text(dataset, keyword, 16).split(".", 1)[0].replace(":", "")
+    if not raw.isdigit() or len(raw) not in (2, 4, 6):
+        return None
+    hour, minute, second = (int((raw + "0000")[i : i + 2]) for i in (0, 2, 4))
+    try:
+        return time(hour, minute, second)
+    except ValueError:
+        return None
+
+
+def _uid(dataset: Dataset, keyword: str, *, meta: bool = False) -> str:
+    value = str(dataset.get(keyword, "") or "").strip().rstrip("\x00")
+    if not value:
+        raise DicomParseError("missing-uid", f"{keyword} is missing.")
+    if not is_valid_uid(value):
+        shown = value[:80].encode("ascii", "backslashreplace").decode()
+        raise DicomParseError("invalid-uid", f"{keyword} is not a valid UID: {shown!r}.")
+    return value
+
+
+def check_nesting(dataset: Dataset, *, limit: int = MAX_SEQUENCE_DEPTH) -> None:
+    """Walk every sequence iteratively and refuse nesting deeper than `limit`."""
+    stack: list[tuple[Dataset, int]] = [(dataset, 0)]
+    while stack:
+        current, depth = stack.pop()
+        for element in current:
+            if element.VR != "SQ":
+                continue
+            if depth + 1 > limit:
+                raise DicomParseError(
+                    "too-deep", f"Sequences are nested more than {limit} levels deep."
+                )
+            stack.extend((item, depth + 1) for item in element.value)
+
+
+def parse_dataset(dataset: Dataset, *, transfer_syntax_uid: str) -> ParsedInstance:
+    """Validate and extract the index fields of an already-read dataset."""
+    try:
+        check_nesting(dataset)
+        sop_class = _uid(dataset, "SOPClassUID")
+        if not is_storage_sop_class(sop_class):
+            raise DicomParseError(
+                "not-storable", f"SOP class {sop_class} is not a storage SOP class."
+            )
+        if not is_valid_uid(transfer_syntax_uid):
+            raise DicomParseError("invalid-uid", "The transfer syntax UID is not valid.")
+        return ParsedInstance(
+            sop_class_uid=sop_class,
+            sop_instance_uid=_uid(dataset, "SOPInstanceUID"),
+            study_instance_uid=_uid(dataset, "StudyInstanceUID"),
+            series_instance_uid=_uid(dataset, "SeriesInstanceUID"),
+            transfer_syntax_uid=transfer_syntax_uid,
+            patient_id=_text(dataset, "PatientID"),
+            patient_name=_text(dataset, "PatientName", 324),
+            patient_birth_date=_date(dataset, "PatientBirthDate"),
+            patient_sex=_text(dataset, "PatientSex", 16),
+            study_date=_date(dataset, "StudyDate"),
+            study_time=_time(dataset, "StudyTime"),
+            accession_number=_text(dataset, "AccessionNumber"),
+            study_id=_text(dataset, "StudyID", 16),
+            study_description=_text(dataset, "StudyDescription"),
+            referring_physician_name=_text(dataset, "ReferringPhysicianName", 324),
+            modality=_text(dataset, "Modality", 16).upper(),
+            series_number=_int(dataset, "SeriesNumber"),
+            series_description=_text(dataset, "SeriesDescription"),
+            body_part_examined=_text(dataset, "BodyPartExamined", 16),
+            instance_number=_int(dataset, "InstanceNumber"),
+            rows=_int(dataset, "Rows"),
+            columns=_int(dataset, "Columns"),
+            number_of_frames=_int(dataset, "NumberOfFrames"),
+            specific_character_set=_text(dataset, "SpecificCharacterSet"),
+        )
+    except RecursionError:
+        raise DicomParseError("too-deep", "Sequences are nested too deeply.") from None
+    except DicomParseError:
+        raise
+    except Exception as error:  # pydicom raises many kinds while decoding values lazily
+        raise DicomParseError("unreadable", f"An attribute cannot be decoded: {error}.") from None
+
+
+def parse_file(path: Path | str, *, max_bytes: int) -> ParsedInstance:
+    """Read a Part 10 file's header (never its pixels) and validate it."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DicomParseError("too-large", f"The file is {size} bytes; the limit is {max_bytes}.")
+    if size < 132:
+        raise DicomParseError("not-dicom", "The file is too short to be DICOM.")
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise DicomParseError(
+            "not-dicom",
+            "Not a DICOM file (no 'DICM' marker after the 128-byte preamble).",
+        ) from None
+    except RecursionError:
+        raise DicomParseError("too-deep", "Sequences are nested too deeply.") from None
+    except Exception as error:
+        raise DicomParseError("unreadable", f"The file cannot be read as DICOM: {error}.") from None
+    meta: Any = getattr(dataset, "file_meta", None)
+    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if not transfer_syntax:
+        raise DicomParseError("no-transfer-syntax", "The file meta has no transfer syntax UID.")
+    return parse_dataset(dataset, transfer_syntax_uid=transfer_syntax)

@@ -1,0 +1,149 @@
+"""studies/dicom.py without a database: real files in, index fields or one clear reason out."""
+
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from studies.dicom import DicomParseError, is_valid_uid, parse_file
+
+LIMIT = 1 << 30
+
+
+def bundled(name: str) -> Path:
+    return Path(get_testdata_file(name, download=False))
+
+
+def write(dataset: Dataset, path: Path) -> Path:
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def minimal(**overrides: object) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for key, value in overrides.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    return ds
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "JPEG2000.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "SC_rgb_rle_2frame.dcm",
+        "rtdose.dcm",
+        "MR_small_bigendian.dcm",
+    ],
+)
+def test_real_files_give_the_index_fields_as_in_the_file(name):
+    path = bundled(name)
+    parsed = parse_file(path, max_bytes=LIMIT)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert parsed.sop_instance_uid == ds.SOPInstanceUID
+    assert parsed.study_instance_uid == ds.StudyInstanceUID
+    assert parsed.series_instance_uid == ds.SeriesInstanceUID
+    assert parsed.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
+    assert parsed.modality == str(ds.get("Modality", "")).upper()
+    assert parsed.rows == ds.get("Rows") and parsed.columns == ds.get("Columns")
+    assert parsed.patient_name == str(ds.get("PatientName", "")).strip()
+
+
+def test_multiframe_and_dates():
+    parsed = parse_file(bundled("SC_rgb_rle_2frame.dcm"), max_bytes=LIMIT)
+    assert parsed.number_of_frames == 2
+    ct = parse_file(bundled("CT_small.dcm"), max_bytes=LIMIT)
+    assert ct.study_date is not None and ct.study_date.year > 1900
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"SOPInstanceUID": None}, "missing-uid"),
+        ({"StudyInstanceUID": None}, "missing-uid"),
+        ({"SeriesInstanceUID": "1.2.3.04"}, "invalid-uid"),  # leading zero in a component
+        ({"SeriesInstanceUID": "1.2.3/../../etc"}, "invalid-uid"),
+        ({"StudyInstanceUID": "1." + "2" * 70}, "invalid-uid"),
+        ({"SOPClassUID": "1.2.840.10008.1.1"}, "not-storable"),  # Verification is not storage
+        ({"SOPClassUID": "1.2.3.4.5"}, "not-storable"),
+    ],
+)
+def test_bad_identifiers_are_refused_with_a_reason(tmp_path, overrides, code):
+    path = write(minimal(**overrides), tmp_path / "x.dcm")
+    with pytest.raises(DicomParseError) as raised:
+        parse_file(path, max_bytes=LIMIT)
+    assert raised.value.code == code and raised.value.message
+
+
+def test_non_dicom_truncated_and_oversized_files_are_refused(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello " * 100)
+    with pytest.raises(DicomParseError, match="no 'DICM' marker"):
+        parse_file(text, max_bytes=LIMIT)
+    tiny = tmp_path / "tiny.dcm"
+    tiny.write_bytes(b"\0" * 10)
+    with pytest.raises(DicomParseError, match="too short"):
+        parse_file(tiny, max_bytes=LIMIT)
+    big = write(minimal(), tmp_path / "big.dcm")
+    with pytest.raises(DicomParseError) as raised:
+        parse_file(big, max_bytes=100)
+    assert raised.value.code == "too-large"
+    truncated = tmp_path / "cut.dcm"
+    shutil.copy(bundled("CT_small.dcm"), truncated)
+    with truncated.open("r+b") as handle:
+        handle.truncate(200)
+    with pytest.raises(DicomParseError):
+        parse_file(truncated, max_bytes=LIMIT)
+
+
+def test_deeply_nested_sequences_are_refused_not_crashing(tmp_path):
+    ds = minimal()
+    inner = Dataset()
+    inner.CodeValue = "X"
+    for _ in range(40):
+        wrapper = Dataset()
+        wrapper.ContentSequence = [inner]
+        inner = wrapper
+    ds.ContentSequence = [inner]
+    path = write(ds, tmp_path / "deep.dcm")
+    with pytest.raises(DicomParseError) as raised:
+        parse_file(path, max_bytes=LIMIT)
+    assert raised.value.code == "too-deep"
+    assert "more than 32 levels" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("uid", "valid"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", True),
+        ("0", True),
+        ("1.0.2", True),
+        ("", False),
+        ("1..2", False),
+        (".1", False),
+        ("1.", False),
+        ("1.02", False),
+        ("1.2a", False),
+        ("1." * 32 + "1", False),
+    ],
+)
+def test_uid_syntax(uid, valid):
+    assert is_valid_uid(uid) is valid
