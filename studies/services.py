@@ -120,25 +120,22 @@ def _field_errors(
         errors["priority"] = f"Use a priority between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}."
     if medium.capacity_bytes <= 0:
         errors["capacity_bytes"] = "The capacity must be more than 0 bytes."
-    elif check_quota and (quota := _quota_error(medium, tenant, others)):
+    elif check_quota and (quota := _quota_error(medium, tenant)):
         errors["capacity_bytes"] = quota
     return errors
 
 
-def _quota_error(medium: StorageMedium, tenant: "Tenant", others: list[StorageMedium]) -> str:
-    """Non-retired media share the tenant's quota; a retired one gives its share back."""
-    if medium.status == MediumStatus.RETIRED:
+def _quota_error(medium: StorageMedium, tenant: "Tenant") -> str:
+    """No medium may be larger than what the tenant may store at all.
+
+    The quota limits stored bytes (ingest enforces it), not the sum of the disks: a site
+    adds a second disk to move studies onto, or to fill when the first is full.
+    """
+    if medium.status == MediumStatus.RETIRED or medium.capacity_bytes <= tenant.quota_bytes:
         return ""
-    taken = sum(
-        o.capacity_bytes for o in others if o.pk != medium.pk and o.status != MediumStatus.RETIRED
-    )
-    if taken + medium.capacity_bytes <= tenant.quota_bytes:
-        return ""
-    left = max(0, tenant.quota_bytes - taken)
     return (
-        f"A capacity of {size_text(medium.capacity_bytes)} plus the {size_text(taken)} of the "
-        f"other media would exceed the tenant's quota of {size_text(tenant.quota_bytes)} "
-        f"({size_text(left)} left; lower another medium's capacity or retire it first)."
+        f"A capacity of {size_text(medium.capacity_bytes)} exceeds the tenant's quota of "
+        f"{size_text(tenant.quota_bytes)}: no medium can hold more than the tenant may store."
     )
 
 
@@ -375,8 +372,8 @@ def medium_set_status(
 ) -> StorageMedium:
     """Move a medium to online, read-only, offline or retired.
 
-    Retiring always works. Going online proves the root writable; leaving `retired` takes
-    its capacity out of the quota again.
+    Retiring always works. Going online proves the root writable; leaving `retired` checks
+    the capacity against the quota again (it may have been lowered meanwhile).
     """
     if status not in MediumStatus.values:
         raise ValidationError({"status": "Choose online, read-only, offline or retired."})
@@ -389,7 +386,7 @@ def medium_set_status(
         if previous == status:
             return current
         current.status = status
-        if previous == MediumStatus.RETIRED and (error := _quota_error(current, tenant, others)):
+        if previous == MediumStatus.RETIRED and (error := _quota_error(current, tenant)):
             raise ValidationError({"status": error})
         if status == MediumStatus.ONLINE and (error := _check_writable_now(current, tenant)):
             raise ValidationError({"status": f"Cannot put the medium online: {error}"})

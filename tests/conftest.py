@@ -36,8 +36,25 @@ def require_tool(path: str, what: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
+def django_db_setup(  # type: ignore[no-untyped-def]
+    request,
+    django_test_environment,
+    django_db_blocker,
+    django_db_keepdb,
+    django_db_createdb,
+    django_db_modify_db_settings,
+):
+    """The test database, always. pytest-django only sets up the databases the collected
+    tests ask for, so running the browser tests alone would have used the dev database."""
+    from django.test.utils import setup_databases
+
     with django_db_blocker.unblock():
+        setup_databases(
+            verbosity=request.config.option.verbose,
+            interactive=False,
+            keepdb=django_db_keepdb and not django_db_createdb,
+            aliases={"default"},
+        )
         call_command("migrate_portal", verbosity=0)
         for slug in TWINS:
             tenant = Tenant.objects.filter(slug=slug).first()

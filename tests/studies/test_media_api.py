@@ -77,7 +77,7 @@ def test_create_returns_the_medium_and_audits_it(alpha, admin_api, storage):
         ({"low_watermark": 95, "high_watermark": 90}, "low_watermark", "below the high one"),
         ({"high_watermark": 101}, "high_watermark", "at most 100 %"),
         ({"capacity_bytes": 0}, "capacity_bytes", "more than 0"),
-        ({"capacity_bytes": 7 * GIB}, "capacity_bytes", "exceed the tenant's quota of 10.0 GB"),
+        ({"capacity_bytes": 11 * GIB}, "capacity_bytes", "exceeds the tenant's quota of 10.0 GB"),
         ({"kind": "s3"}, "kind", "later release"),
         ({"name": "default"}, "name", "exists already"),
     ],
@@ -99,7 +99,7 @@ def test_update_status_probe_measure_and_delete(alpha, admin_api, add_medium):
     url = f"/api/v1/media/{medium.pk}/"
     patched = admin_api.patch(url, {"priority": 3}, content_type="application/json")
     assert patched.status_code == 200 and patched.json()["priority"] == 3
-    too_big = admin_api.patch(url, {"capacity_bytes": 7 * GIB}, content_type="application/json")
+    too_big = admin_api.patch(url, {"capacity_bytes": 11 * GIB}, content_type="application/json")
     assert too_big.status_code == 400 and "quota" in too_big.json()["capacity_bytes"][0]
 
     probe = admin_api.post(url + "probe/").json()

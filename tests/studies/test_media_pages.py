@@ -169,7 +169,7 @@ def test_adding_a_medium_through_the_form(alpha, storage, alpha_admin_client):
         ({"low_watermark": "95"}, "low_watermark", "below the high one"),
         ({"high_watermark": "120"}, "high_watermark", "at most 100 %"),
         ({"capacity_gib": "0"}, "capacity_gib", "more than 0"),
-        ({"capacity_gib": "7"}, "capacity_gib", "exceed the tenant&#x27;s quota of 10.0 GB"),
+        ({"capacity_gib": "11"}, "capacity_gib", "exceeds the tenant&#x27;s quota of 10.0 GB"),
         ({"kind": "s3"}, "kind", "later release"),
         ({"name": "DEFAULT"}, "name", "exists already"),
     ],

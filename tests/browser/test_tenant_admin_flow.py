@@ -1,0 +1,73 @@
+"""A tenant admin runs the tenant in a real browser: invites a user, adds a storage medium,
+changes the AE title, and finds all three in the audit log."""
+
+import re
+import uuid
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import BrowserContext, expect
+
+from tenants.services import tenant_create
+from tests.browser.conftest import LiveServer, public_schema
+from tests.browser.test_superadmin_flow import log_in
+
+ADMIN_PASSWORD = "Quartz-Lantern-9135-river"
+
+
+def label(text: str) -> re.Pattern[str]:
+    """A field's label, with or without the required-field star after it."""
+    return re.compile(rf"^{re.escape(text)}( \*)?$")
+
+
+@pytest.mark.browser
+@pytest.mark.live
+def test_tenant_admin_invites_adds_medium_changes_ae_title_and_audits(
+    live_portal: LiveServer,
+    new_context: Callable[[], BrowserContext],
+    purge_tenants_after: list[str],
+    django_db_blocker,  # type: ignore[no-untyped-def]
+) -> None:
+    slug = f"ta-{uuid.uuid4().hex[:6]}"
+    purge_tenants_after.append(slug)
+    with public_schema(django_db_blocker):
+        tenant_create(slug=slug, name="Admin Flow Clinic", admin_email=f"it@{slug}.example",
+                      admin_password=ADMIN_PASSWORD, created_by="browser-test")
+    site = live_portal.tenant_url(slug)
+    page = new_context().new_page()
+    log_in(page, site, "admin", ADMIN_PASSWORD)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    nav = page.get_by_role("navigation", name="Sections")
+
+    # Invite a user: the one-time link is shown on the page.
+    nav.get_by_role("link", name="Users").click()
+    page.get_by_role("link", name="Invite user").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Invite a user")
+    page.get_by_label(label("Username")).fill("radiographer")
+    page.get_by_label(label("E-mail")).fill("radiographer@clinic.example")
+    page.get_by_label(label("Role")).select_option("operator")
+    page.get_by_role("button", name="Invite").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("radiographer is invited")
+    expect(page.locator("#set-password-url")).to_have_value(
+        re.compile(rf"^http://{slug}\.localhost:{live_portal.port}/account/set-password/"))
+
+    # Add a second storage medium inside the tenant's root.
+    nav.get_by_role("link", name="Storage").click()
+    page.get_by_role("link", name="Add medium").click()
+    page.get_by_label(label("Name")).fill("archive-2")
+    page.get_by_label(label("Directory")).fill("archive-2")
+    page.get_by_label(label("Capacity (GiB)")).fill("1")
+    page.get_by_role("button", name="Add medium").click()
+    expect(page.locator("body")).to_contain_text("archive-2")
+
+    # Change the AE title.
+    nav.get_by_role("link", name="Settings").click()
+    page.get_by_label(label("AE title")).first.fill(f"FLOW{slug[3:].upper()}")
+    page.get_by_role("button", name="Save identity").click()
+    expect(page.locator("body")).to_contain_text(f"FLOW{slug[3:].upper()}")
+
+    # All three are in the audit log, with who did them.
+    nav.get_by_role("link", name="Audit log").click()
+    log = page.locator("table.data")
+    for action in ("user.invite", "medium.create", "settings.update"):
+        expect(log.locator("tr", has_text=action).first).to_contain_text("admin")
