@@ -13,3 +13,13 @@ def tenant_connection() -> DatabaseWrapper:
 def current_schema() -> str:
     """The schema queries run in now: `public` or a tenant's `t_<slug>`."""
     return str(tenant_connection().schema_name)
+
+
+def current_tenant():  # type: ignore[no-untyped-def]
+    """The Tenant row of the active schema (schema_context() only sets a stand-in)."""
+    from tenants.models import Tenant
+
+    tenant = tenant_connection().tenant
+    if isinstance(tenant, Tenant):
+        return tenant
+    return Tenant.all_objects.get(schema_name=current_schema())

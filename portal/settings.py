@@ -25,6 +25,8 @@ PORTAL_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
 PORTAL_URL_SCHEME = env("PORTAL_URL_SCHEME", default="http" if DEBUG else "https")
 PORTAL_URL_PORT = env.int("PORTAL_URL_PORT", default=None)
 PORTAL_TENANT_GRACE_DAYS = env.int("PORTAL_TENANT_GRACE_DAYS", default=30)
+# The largest single DICOM file accepted by any ingest channel.
+PORTAL_MAX_INSTANCE_BYTES = env.int("PORTAL_MAX_INSTANCE_BYTES", default=2 << 30)
 PORTAL_DEFAULT_QUOTA_BYTES = env.int("PORTAL_DEFAULT_QUOTA_BYTES", default=1 << 40)
 PORTAL_DEFAULT_QUOTA_USERS = env.int("PORTAL_DEFAULT_QUOTA_USERS", default=50)
 # The migrated schema every new tenant is cloned from (see tenants/provisioning.py).
@@ -57,6 +59,7 @@ SHARED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",
     "rest_framework",
     "django_filters",
     "drf_spectacular",

@@ -1,6 +1,9 @@
-"""Storage media of the active tenant (its archive index joins them in later issues)."""
+"""The tenant's archive: storage media, the DICOM index and ingest jobs."""
 
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Upper
 
 
 class MediumKind(models.TextChoices):
@@ -69,3 +72,196 @@ class StorageMedium(models.Model):
     def holds_data(self) -> bool:
         """As last measured; deletion measures again before it trusts this."""
         return self.used_bytes > 0 or self.file_count > 0
+
+
+class Patient(models.Model):
+    """A patient as the files name them; DICOM has no better identity than these three."""
+
+    patient_id = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=324, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient_id", "name", "birth_date"],
+                nulls_distinct=False,
+                name="patient_identity",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.patient_id})"
+
+
+class Study(models.Model):
+    """A study with the patient fields copied in, so study searches need no join."""
+
+    study_instance_uid = models.CharField(max_length=64, unique=True)
+    patient_record = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    patient_name = models.CharField(max_length=324, blank=True)
+    patient_id = models.CharField(max_length=64, blank=True)
+    patient_birth_date = models.DateField(null=True, blank=True)
+    patient_sex = models.CharField(max_length=16, blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    study_time = models.TimeField(null=True, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True)
+    study_id = models.CharField(max_length=16, blank=True)
+    description = models.CharField(max_length=64, blank=True)
+    referring_physician_name = models.CharField(max_length=324, blank=True)
+    modalities = ArrayField(models.CharField(max_length=16), default=list, blank=True)
+    num_series = models.PositiveIntegerField(default=0)
+    num_instances = models.PositiveIntegerField(default=0)
+    size_bytes = models.BigIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-study_date", "-received_at"]
+        verbose_name_plural = "studies"
+        indexes = [
+            models.Index(fields=["patient_id"]),
+            models.Index(fields=["accession_number"]),
+            models.Index(fields=["study_date"]),
+            models.Index(fields=["received_at"]),
+            models.Index(Upper("patient_name"), name="study_patient_name_upper"),
+        ]
+
+    def __str__(self) -> str:
+        return self.study_instance_uid
+
+
+class Series(models.Model):
+    series_instance_uid = models.CharField(max_length=64, unique=True)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    modality = models.CharField(max_length=16, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    description = models.CharField(max_length=64, blank=True)
+    body_part_examined = models.CharField(max_length=16, blank=True)
+    num_instances = models.PositiveIntegerField(default=0)
+    size_bytes = models.BigIntegerField(default=0)
+    thumbnail = models.CharField(
+        max_length=255, blank=True, help_text="Path below the tenant root, or empty."
+    )
+    thumbnail_error = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["series_number", "received_at"]
+        verbose_name_plural = "series"
+
+    def __str__(self) -> str:
+        return self.series_instance_uid
+
+
+class Instance(models.Model):
+    """One stored object and where its bytes are: medium, path below its root, size, hash."""
+
+    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_class_uid = models.CharField(max_length=64)
+    transfer_syntax_uid = models.CharField(max_length=64)
+    instance_number = models.IntegerField(null=True, blank=True)
+    rows = models.PositiveIntegerField(null=True, blank=True)
+    columns = models.PositiveIntegerField(null=True, blank=True)
+    number_of_frames = models.PositiveIntegerField(null=True, blank=True)
+    medium = models.ForeignKey(StorageMedium, on_delete=models.PROTECT, related_name="instances")
+    relative_path = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["instance_number", "sop_instance_uid"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["medium", "relative_path"], name="instance_file_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid
+
+
+class IngestSource(models.TextChoices):
+    UPLOAD = "upload", "Web upload"
+    REST = "rest", "REST API"
+    STOW = "stow", "STOW-RS"
+    DIMSE = "dimse", "DICOM C-STORE"
+    FOLDER = "folder", "Server folder"
+
+
+class IngestJobStatus(models.TextChoices):
+    RECEIVING = "receiving", "Receiving"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class IngestJob(models.Model):
+    """One delivery of files from one source; its items say what became of each file."""
+
+    source = models.CharField(max_length=16, choices=IngestSource.choices)
+    status = models.CharField(
+        max_length=16, choices=IngestJobStatus.choices, default=IngestJobStatus.RECEIVING
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    description = models.CharField(max_length=255, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    stored = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"ingest #{self.pk} ({self.source})"
+
+    @property
+    def processed(self) -> int:
+        return self.stored + self.duplicates + self.rejected
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.processed / self.total) if self.total else 0
+
+
+class ItemOutcome(models.TextChoices):
+    PENDING = "pending", "Pending"
+    STORED = "stored", "Stored"
+    REPLACED = "replaced", "Stored (replaced the earlier copy)"
+    DUPLICATE = "duplicate", "Duplicate (kept the earlier copy)"
+    REJECTED = "rejected", "Rejected"
+
+
+class IngestItem(models.Model):
+    """One file of a job: staged on disk until processed, then stored, duplicate or rejected."""
+
+    job = models.ForeignKey(IngestJob, on_delete=models.CASCADE, related_name="items")
+    name = models.CharField(max_length=512, help_text="The file's name as the sender gave it.")
+    staged_path = models.CharField(max_length=512, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    outcome = models.CharField(
+        max_length=16, choices=ItemOutcome.choices, default=ItemOutcome.PENDING
+    )
+    reason = models.TextField(blank=True)
+    reason_code = models.CharField(max_length=32, blank=True)
+    sop_instance_uid = models.CharField(max_length=64, blank=True)
+    study_instance_uid = models.CharField(max_length=64, blank=True)
+    quarantine_path = models.CharField(max_length=512, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "outcome"])]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.outcome}"

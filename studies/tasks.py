@@ -4,6 +4,7 @@ from celery import shared_task
 
 from jobs.runs import job_run
 from jobs.tasks import TenantScopedTask
+from studies.ingest import ingest_item_process, ingest_job_refresh
 from studies.services import media_measure_usage
 
 
@@ -18,3 +19,14 @@ def measure_storage_usage(period: str) -> dict[str, int] | None:
             counts.add("bytes", usage.bytes)
             counts.add("files", usage.files)
         return dict(counts)
+
+
+@shared_task(base=TenantScopedTask, name="studies.ingest_batch")
+def ingest_batch(job_id: int, item_ids: list[int]) -> dict[str, int]:
+    """Process a batch of staged files; re-running it (after a crash) redoes only the rest."""
+    outcomes: dict[str, int] = {}
+    for item_id in item_ids:
+        outcome = ingest_item_process(item_id=item_id)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    ingest_job_refresh(job_id=job_id)
+    return outcomes
