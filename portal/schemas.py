@@ -1,9 +1,12 @@
 """Typed access to the default connection's active schema (django-tenants adds it at runtime)."""
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from django.db import connection
 from django_tenants.postgresql_backend.base import DatabaseWrapper
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 
 def tenant_connection() -> DatabaseWrapper:
@@ -15,7 +18,7 @@ def current_schema() -> str:
     return str(tenant_connection().schema_name)
 
 
-def current_tenant():  # type: ignore[no-untyped-def]
+def current_tenant() -> "Tenant":
     """The Tenant row of the active schema (schema_context() only sets a stand-in)."""
     from tenants.models import Tenant
 

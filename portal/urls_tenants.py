@@ -15,6 +15,9 @@ api_v1 = [
 urlpatterns = [
     path("", DashboardView.as_view(), name="home"),
     path("account/", include("portal.urls_accounts")),
+    path("studies/", include("studies.urls_studies")),
+    path("upload/", include("studies.urls_upload")),
+    path("jobs/", include("jobs.urls")),
     path("users/", include("accounts.urls")),
     path("storage/", include("studies.urls_storage")),
     path("settings/", include("configuration.urls")),

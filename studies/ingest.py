@@ -110,7 +110,7 @@ def ingest_item_stage(
     size = 0
     chunks: Iterable[bytes] = (
         iter(lambda: stream.read(CHUNK), b"") if hasattr(stream, "read") else stream
-    )  # type: ignore[union-attr]
+    )
     try:
         with path.open("wb") as out:
             for chunk in chunks:
