@@ -31,7 +31,7 @@ test-fast: install  ## Only the fast tests: no browser, no worker, no server pro
 lint: install  ## ruff and mypy.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(EMBEDDED) --var .var/test -- $(VENV)/bin/mypy portal tenants studies accounts jobs
+	$(EMBEDDED) --var .var/test -- $(VENV)/bin/mypy portal tenants studies accounts jobs audit configuration dicomnet
 
 bench: install  ## Tenant creation benchmark (writes figures for BENCHMARKS.md).
 	$(EMBEDDED) --var .var/bench -- $(PY) bench/tenants.py

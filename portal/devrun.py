@@ -1,4 +1,4 @@
-"""`make run`: migrate, seed the demo, then run web, worker and singleton until Ctrl-C."""
+"""`make run`: migrate, seed the demo, then run web, worker, singleton and the DICOM gateway."""
 
 import os
 import signal
@@ -24,6 +24,7 @@ def main() -> int:
         "web": [sys.executable, "manage.py", "runserver", f"0.0.0.0:{PORT}"],
         "worker": [*celery, "worker", "-l", "info", "-Q", "default,periodic", "-c", "2"],
         "singleton": [*celery, "beat", "-l", "info"],
+        "dicom": [sys.executable, "manage.py", "dicom_gateway"],
     }
     children = {name: subprocess.Popen(cmd) for name, cmd in processes.items()}
     print(f"running {', '.join(children)}; Ctrl-C stops them all", flush=True)

@@ -65,6 +65,7 @@ SHARED_APPS = [
     "drf_spectacular",
     "django_htmx",
     "portal",
+    "dicomnet",
 ]
 # Users, sessions, login attempts, second factors and the audit log exist once per schema:
 # the platform's in `public`, each tenant's in its own.

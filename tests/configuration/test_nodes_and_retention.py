@@ -148,7 +148,7 @@ def token_of(response) -> str:  # type: ignore[no-untyped-def]
 def test_a_rule_is_saved_only_after_its_dry_run(alpha, alpha_admin, alpha_admin_client):
     first = dry_run(alpha_admin_client, "/settings/retention/new/")
     page = first.content.decode()
-    assert "No studies are indexed yet: nothing would be deleted." in page
+    assert "This rule would delete 0 studies, 0\xa0bytes (0 bytes), tonight." in page
     assert "Save rule" in page and rules_of(alpha) == []
     saved = alpha_admin_client.post(
         "/settings/retention/new/", {**RULE, "action": "save", "preview_token": token_of(first)}
@@ -172,7 +172,7 @@ def test_saving_without_a_dry_run_or_after_changing_the_rule_shows_a_dry_run(
     alpha, alpha_admin_client
 ):
     skipped = alpha_admin_client.post("/settings/retention/new/", {**RULE, "action": "save"})
-    assert skipped.status_code == 200 and "No studies are indexed yet" in skipped.content.decode()
+    assert skipped.status_code == 200 and "This rule would delete" in skipped.content.decode()
     forged = alpha_admin_client.post(
         "/settings/retention/new/", {**RULE, "action": "save", "preview_token": "forged"}
     )
@@ -280,11 +280,29 @@ def test_deleting_a_rule_asks_first(alpha, alpha_admin_client):
     assert audit_of(alpha, "retention.delete")[0].details["modality"] == "CT"
 
 
-def test_retention_preview_without_a_study_index_deletes_nothing(alpha):
+def test_retention_preview_counts_only_old_enough_studies_of_the_modality(alpha):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from studies.models import Patient, Study
+
     with schema_context(alpha.schema_name):
-        preview = retention_preview(modality="*", days=1)
-    assert (preview.studies, preview.bytes, preview.available) == (0, 0, False)
-    assert preview.summary == "No studies are indexed yet: nothing would be deleted."
+        patient = Patient.objects.create(patient_id="P1", name="DOE^JANE")
+        now = timezone.now()
+        for uid, modalities, age_days, size in [("1.2.3.1", ["CT"], 400, 1000),
+                                                ("1.2.3.2", ["CT", "SR"], 10, 2000),
+                                                ("1.2.3.3", ["MR"], 400, 4000)]:
+            study = Study.objects.create(study_instance_uid=uid, patient_record=patient,
+                                         modalities=modalities, size_bytes=size)
+            Study.objects.filter(pk=study.pk).update(received_at=now - timedelta(days=age_days))
+        ct = retention_preview(modality="CT", days=365)
+        every = retention_preview(modality="*", days=365)
+        none = retention_preview(modality="CT", days=401)
+    assert (ct.studies, ct.bytes, ct.available) == (1, 1000, True)
+    assert (every.studies, every.bytes) == (2, 5000)
+    assert none.studies == 0
+    assert ct.summary == "This rule would delete 1 study, 1000\xa0bytes (1000 bytes), tonight."
 
 
 def test_job_switch_warning_disappears_once_retention_is_on(alpha, alpha_admin, alpha_admin_client):

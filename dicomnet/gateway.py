@@ -1,0 +1,328 @@
+"""The DICOM gateway: one listening AE for every tenant, routed by the called AE title."""
+
+import io
+import logging
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
+
+from django.db import close_old_connections, connections
+from django_tenants.utils import tenant_context
+from pydicom.dataset import Dataset
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from configuration.selectors import node_is_allowed
+from portal.schemas import tenant_connection
+from studies.ingest import (
+    ingest_item_process,
+    ingest_item_stage,
+    ingest_job_create,
+    ingest_job_submit,
+)
+from studies.models import IngestItem, IngestJob, IngestSource, ItemOutcome
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_AE_TITLE = "PORTAL"
+MAX_ASSOCIATIONS = 64
+
+# A-ASSOCIATE-RJ fields (PS3.8 9.3.4): rejected-permanent, by the service user.
+REJECTED_PERMANENT = 0x01
+SERVICE_USER = 0x01
+NO_REASON_GIVEN = 0x01
+CALLING_AE_NOT_RECOGNISED = 0x03
+CALLED_AE_NOT_RECOGNISED = 0x07
+
+# C-STORE statuses (PS3.4 B.2.3).
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC210
+# Refusals that say nothing about the file: the sender may retry once space is made.
+OUT_OF_RESOURCES_CODES = frozenset({"quota", "no-medium", "too-large"})
+STORED_OUTCOMES = frozenset({ItemOutcome.STORED, ItemOutcome.REPLACED, ItemOutcome.DUPLICATE})
+ERROR_COMMENT_LENGTH = 64  # ErrorComment is an LO
+
+_UNSAFE_NAME = re.compile(r"[^0-9A-Za-z.]+")
+
+# An archive keeps what it receives as it was sent, so every public transfer syntax is taken.
+TRANSFER_SYNTAXES = [str(uid) for uid in AllTransferSyntaxes]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an association is rejected: the A-ASSOCIATE-RJ diagnostic and a sentence for logs."""
+
+    diagnostic: int
+    reason: str
+
+
+@dataclass
+class Session:
+    """One accepted association: its tenant, its peer and the ingest job it fills."""
+
+    tenant: Tenant
+    calling_ae: str
+    address: str
+    job: IngestJob | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def peer(self) -> str:
+        return f"{self.calling_ae}@{self.address}"
+
+
+def tenant_for_called_ae(called_ae: str) -> Tenant | None:
+    """The live tenant whose AE title is exactly `called_ae` (read in the public schema)."""
+    called_ae = called_ae.strip()
+    if not called_ae:
+        return None
+    tenant_connection().set_schema_to_public()
+    return Tenant.objects.filter(ae_title=called_ae).first()
+
+
+def association_check(
+    *, called_ae: str, calling_ae: str, address: str
+) -> tuple[Tenant | None, Refusal | None]:
+    """The tenant an association request reaches, or why it must be rejected."""
+    tenant = tenant_for_called_ae(called_ae)
+    if tenant is None:
+        return None, Refusal(CALLED_AE_NOT_RECOGNISED, "called AE title not recognised")
+    if not tenant.is_usable:
+        return None, Refusal(NO_REASON_GIVEN, f"tenant {tenant.slug} is {tenant.status}")
+    with tenant_context(tenant):
+        allowed = node_is_allowed(calling_ae=calling_ae, address=address)
+    if not allowed:
+        return None, Refusal(
+            CALLING_AE_NOT_RECOGNISED,
+            f"calling AE title and address are not among tenant {tenant.slug}'s known nodes",
+        )
+    return tenant, None
+
+
+def store_status(*, outcome: str, reason_code: str = "") -> int:
+    """The C-STORE status for an ingest outcome; a re-sent duplicate is a success."""
+    if outcome in STORED_OUTCOMES:
+        return SUCCESS
+    if reason_code in OUT_OF_RESOURCES_CODES:
+        return OUT_OF_RESOURCES
+    return CANNOT_UNDERSTAND
+
+
+def status_dataset(status: int, comment: str = "") -> Dataset | int:
+    """A status, with the reason as ErrorComment when there is one."""
+    if not comment:
+        return status
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment.replace("\\", "/")[:ERROR_COMMENT_LENGTH]
+    return response
+
+
+def store_received(*, session: Session, sop_instance_uid: str, data: bytes) -> IngestItem:
+    """Stage one received Part-10 file into the association's job and process it now,
+    so the C-STORE response tells the sender the real outcome. Runs in the tenant's schema."""
+    if session.job is None:
+        session.job = ingest_job_create(
+            source=IngestSource.DIMSE, description=f"from {session.peer}"
+        )
+    name = f"{_UNSAFE_NAME.sub('_', sop_instance_uid)[:64] or 'instance'}.dcm"
+    item = ingest_item_stage(job=session.job, name=name, stream=io.BytesIO(data))
+    if item.outcome == ItemOutcome.PENDING:
+        ingest_item_process(item_id=item.pk)
+        item.refresh_from_db(fields=["outcome", "reason_code", "reason"])
+    session.outcomes[item.outcome] = session.outcomes.get(item.outcome, 0) + 1
+    return item
+
+
+class DicomGateway:
+    """The application entity, its handlers and the sessions of the open associations.
+
+    pynetdicom runs each association in its own thread; every handler of one association
+    runs in that thread, so its database connection is that thread's own. Handlers enter
+    the tenant's schema for each call and leave it in `finally` (tenant_context does).
+    """
+
+    def __init__(self, *, ae_title: str = DEFAULT_AE_TITLE) -> None:
+        self.ae_title = ae_title
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_associations = MAX_ASSOCIATIONS
+        # The acceptor has no 128-context limit (that bounds what a requestor proposes).
+        for context in AllStoragePresentationContexts:
+            self.ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES[:4])
+        self._sessions: dict[Association, Session] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+
+    def server(self, host: str, port: int) -> ThreadedAssociationServer:
+        """A bound server; run it with `serve_forever()` (in a thread to not block)."""
+        return self.ae.make_server(
+            (host, port),
+            evt_handlers=self.handlers,
+            server_class=ThreadedAssociationServer,
+            request_handler=partial(GatewayRequestHandler, gateway=self),
+        )
+
+    def start(self, host: str, port: int) -> ThreadedAssociationServer:
+        """Serve in a daemon thread and return the server (`stop()` ends it)."""
+        server = self.server(host, port)
+        # What `AE.start_server` does too: `server.shutdown()` expects to find it there.
+        self.ae._servers.append(server)
+        thread = threading.Thread(target=server.serve_forever, name="dicom-gateway", daemon=True)
+        thread.start()
+        return server
+
+    def stop(self, server: ThreadedAssociationServer, *, timeout: float = 30.0) -> None:
+        """Stop accepting, let open associations finish for `timeout` s, then abort them."""
+        server.shutdown()  # pynetdicom's shutdown closes the listening socket, too
+        with self._lock:
+            open_associations = list(self._sessions)
+        deadline = time.monotonic() + timeout
+        for assoc in open_associations:
+            assoc.join(max(0.0, deadline - time.monotonic()))
+            if assoc.is_alive():
+                assoc.abort()
+                assoc.join(5)
+
+    # -- the association's thread --------------------------------------------------------
+
+    def run_association(self, assoc: Association, reactor: Any) -> None:
+        """The association thread's body: fresh connection, the reactor, then close the job."""
+        close_old_connections()
+        try:
+            reactor()
+        finally:
+            try:
+                with self._lock:
+                    session = self._sessions.pop(assoc, None)
+                if session is not None:
+                    self._finish(session)
+            finally:
+                connections.close_all()
+
+    def _finish(self, session: Session) -> None:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(session.outcomes.items()))
+        logger.info(
+            "association ended: %s -> %s (tenant %s): %s",
+            session.peer,
+            session.tenant.ae_title,
+            session.tenant.slug,
+            counts or "nothing stored",
+        )
+        if session.job is None:
+            return
+        try:
+            with tenant_context(session.tenant):
+                ingest_job_submit(job=session.job, run_now=True)
+        except Exception:
+            logger.exception("could not close ingest job %s of %s", session.job.pk, session.peer)
+
+    def _on_requested(self, event: Event) -> None:
+        assoc = event.assoc
+        request = cast(A_ASSOCIATE, assoc.requestor.primitive)
+        called_ae = str(request.called_ae_title or "").strip()
+        calling_ae = str(request.calling_ae_title or "").strip()
+        address = str(assoc.requestor.address)
+        try:
+            tenant, refusal = association_check(
+                called_ae=called_ae, calling_ae=calling_ae, address=address
+            )
+        except Exception:
+            logger.exception(
+                "association check failed: %s@%s -> %s", calling_ae, address, called_ae
+            )
+            tenant, refusal = None, Refusal(NO_REASON_GIVEN, "internal error")
+        if refusal is not None or tenant is None:
+            reason = refusal.reason if refusal else "internal error"
+            logger.warning(
+                "association rejected: %s@%s -> %s: %s", calling_ae, address, called_ae, reason
+            )
+            assoc.acse.send_reject(
+                REJECTED_PERMANENT,
+                SERVICE_USER,
+                refusal.diagnostic if refusal else NO_REASON_GIVEN,
+            )
+            # Wait until the A-ASSOCIATE-RJ is on the wire: the connection closes right after.
+            assoc.kill()
+            return
+        with self._lock:
+            self._sessions[assoc] = Session(tenant=tenant, calling_ae=calling_ae, address=address)
+        logger.info(
+            "association accepted: %s@%s -> %s (tenant %s)",
+            calling_ae,
+            address,
+            called_ae,
+            tenant.slug,
+        )
+
+    def _on_echo(self, event: Event) -> int:
+        return SUCCESS
+
+    def _on_store(self, event: Event) -> Dataset | int:
+        session = self._sessions.get(event.assoc)
+        if session is None:  # cannot happen: unaccepted associations get no C-STORE
+            return OUT_OF_RESOURCES
+        sop_instance_uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID or "")
+        close_old_connections()
+        try:
+            with tenant_context(session.tenant):
+                item = store_received(
+                    session=session,
+                    sop_instance_uid=sop_instance_uid,
+                    data=event.encoded_dataset(include_meta=True),
+                )
+        except Exception:
+            logger.exception("C-STORE of %s from %s failed", sop_instance_uid, session.peer)
+            return status_dataset(OUT_OF_RESOURCES, "The archive could not store the object.")
+        status = store_status(outcome=item.outcome, reason_code=item.reason_code)
+        if status != SUCCESS:
+            logger.warning(
+                "C-STORE refused: %s from %s (tenant %s): %s",
+                sop_instance_uid,
+                session.peer,
+                session.tenant.slug,
+                item.reason,
+            )
+        return status_dataset(status, item.reason if status != SUCCESS else "")
+
+
+class GatewayRequestHandler(RequestHandler):
+    """pynetdicom's connection handler with TCP_NODELAY and our association thread body."""
+
+    def __init__(self, request: Any, client_address: Any, server: Any, *, gateway: DicomGateway):
+        # Set first: the base class handles the connection from inside __init__.
+        self.gateway = gateway
+        super().__init__(request, client_address, server)
+
+    def handle(self) -> None:
+        # Without it, Nagle's algorithm and the peer's delayed ACKs stall every small
+        # response PDU (C-STORE-RSP) by up to 40 ms.
+        try:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            logger.debug("TCP_NODELAY could not be set for %s", self.client_address)
+        assoc = self._create_association()
+        # Thread.start() calls `self.run`; wrapping it gives the thread a fresh database
+        # connection, closes the job whatever ends the association, and closes the connection.
+        assoc.run = partial(self.gateway.run_association, assoc, assoc.run)  # type: ignore[method-assign]
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        assoc.start()

@@ -1,0 +1,395 @@
+"""The DICOM gateway on a real port: DCMTK and pynetdicom peers against two committed tenants.
+
+The gateway runs in threads of this process with their own database connections, so what
+these tests set up must be committed and what the gateway stores is committed too: the
+tenants are made for this module and purged after it.
+"""
+
+import hashlib
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+from django.core.management import get_commands, load_command_class
+from django.db import connection
+from django_tenants.utils import schema_context
+from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+
+from configuration.models import SINGLETON_ID, RemoteNode, TenantSettings
+from dicomnet.gateway import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    DicomGateway,
+    store_status,
+)
+from studies.ingest import instance_path
+from studies.models import IngestItem, IngestJob, IngestJobStatus, Instance, ItemOutcome
+from tenants.models import Tenant
+from tenants.services import (
+    tenant_create,
+    tenant_delete,
+    tenant_purge,
+    tenant_resume,
+    tenant_suspend,
+)
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.live
+
+STORESCU, ECHOSCU = "/usr/bin/storescu", "/usr/bin/echoscu"
+MODALITY = "MODALITY1"
+TRAILING_PADDING = 0xFFFCFFFC
+
+
+@dataclass(frozen=True)
+class Site:
+    tenant: Tenant
+
+    @property
+    def ae(self) -> str:
+        return str(self.tenant.ae_title)
+
+    def instances(self, sop_instance_uid: str) -> list[Instance]:
+        with schema_context(self.tenant.schema_name):
+            return list(
+                Instance.objects.select_related("medium").filter(sop_instance_uid=sop_instance_uid)
+            )
+
+    def file_of(self, instance: Instance) -> Path:
+        with schema_context(self.tenant.schema_name):
+            return instance_path(instance)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bundled(name: str) -> Path:
+    return Path(get_testdata_file(name, download=False))
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The encoded dataset after the file meta: what the sender's modality encoded.
+
+    A DIMSE receiver writes its own file meta (its implementation UID, the sender's AE), so
+    only the part after the meta can be, and must be, byte-identical to the sent file's.
+    """
+    data = path.read_bytes()
+    meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    # Preamble and "DICM" (132 bytes), the group length element (12), then the group.
+    return data[144 + int(meta.FileMetaInformationGroupLength) :]
+
+
+def fresh_copy(source: Path, target: Path) -> str:
+    """`source` with new study, series and instance UIDs; returns the instance UID.
+
+    Dataset trailing padding (FFFC,FFFC) is dropped: DCMTK never puts it on the wire, and
+    with it gone storescu sends the file's dataset byte for byte.
+    """
+    ds = pydicom.dcmread(source)
+    if TRAILING_PADDING in ds:
+        del ds[TRAILING_PADDING]
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(target, enforce_file_format=True)
+    return str(ds.SOPInstanceUID)
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def storescu(port: int, called: str, path: Path, calling: str = MODALITY, *options: str):
+    return run(
+        STORESCU, *options, "-aet", calling, "-aec", called, "127.0.0.1", str(port), str(path)
+    )
+
+
+def echoscu(port: int, called: str, calling: str = MODALITY):
+    return run(ECHOSCU, "-aet", calling, "-aec", called, "127.0.0.1", str(port))
+
+
+def last_job(site: Site) -> IngestJob:
+    """The newest DIMSE job, once the gateway has closed it (after the association ended)."""
+    deadline = time.monotonic() + 10
+    with schema_context(site.tenant.schema_name):
+        while True:
+            job = IngestJob.objects.filter(source="dimse").order_by("-pk").first()
+            closed = {IngestJobStatus.DONE, IngestJobStatus.FAILED}
+            if (job is not None and job.status in closed) or time.monotonic() > deadline:
+                assert job is not None
+                return job
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def committed(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Autocommit database access for the module: the gateway's threads read what we write.
+
+    The browser tests' session-wide Playwright keeps an event loop on this thread, and Django
+    refuses queries when it sees one; these are plain synchronous calls, so the check is off.
+    """
+    with django_db_blocker.unblock(), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        connection.set_schema_to_public()
+        yield
+
+
+@pytest.fixture(scope="module")
+def sites(committed) -> Iterator[tuple[Site, Site]]:
+    """Two committed tenants with their own AE titles; deleted and purged afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    made = [
+        tenant_create(
+            slug=f"dimse-{tag}-{letter}",
+            name=f"DIMSE {letter}",
+            admin_email="admin@example.org",
+            ae_title=f"GW{letter.upper()}{tag.upper()}",
+            created_by="tests",
+        ).tenant
+        for letter in ("a", "b")
+    ]
+    try:
+        yield Site(made[0]), Site(made[1])
+    finally:
+        connection.set_schema_to_public()
+        for tenant in Tenant.objects.filter(pk__in=[t.pk for t in made]):
+            if tenant.status == "suspended":
+                tenant = tenant_resume(tenant=tenant, actor="tests")
+            tenant = tenant_delete(tenant=tenant, actor="tests", confirm_slug=tenant.slug)
+            tenant_purge(tenant=tenant)
+
+
+@pytest.fixture(scope="module")
+def gateway_port(sites) -> Iterator[int]:
+    gateway = DicomGateway(ae_title="TESTGW")
+    port = _free_port()
+    server = gateway.start("127.0.0.1", port)
+    yield port
+    gateway.stop(server, timeout=5)
+
+
+@pytest.fixture
+def dcmtk() -> None:
+    require_tool(STORESCU, "DCMTK")
+
+
+@pytest.fixture
+def ct(tmp_path: Path) -> tuple[Path, str]:
+    """CT_small.dcm as a new instance, so each test stores something no other test did."""
+    path = tmp_path / "ct.dcm"
+    return path, fresh_copy(bundled("CT_small.dcm"), path)
+
+
+def test_store_status_maps_outcomes_to_dimse_statuses() -> None:
+    assert store_status(outcome=ItemOutcome.STORED) == SUCCESS
+    assert store_status(outcome=ItemOutcome.REPLACED) == SUCCESS
+    assert store_status(outcome=ItemOutcome.DUPLICATE) == SUCCESS
+    assert store_status(outcome=ItemOutcome.REJECTED, reason_code="quota") == OUT_OF_RESOURCES
+    assert store_status(outcome=ItemOutcome.REJECTED, reason_code="no-medium") == 0xA700
+    assert store_status(outcome=ItemOutcome.REJECTED, reason_code="missing-uid") == 0xC210
+    assert CANNOT_UNDERSTAND & 0xF000 == 0xC000
+
+
+def test_echoscu_is_answered(dcmtk, sites, gateway_port) -> None:
+    result = echoscu(gateway_port, sites[0].ae)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_storescu_stores_in_the_called_tenant_only(dcmtk, sites, gateway_port, ct) -> None:
+    a, b = sites
+    path, sop = ct
+    result = storescu(gateway_port, a.ae, path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    [stored] = a.instances(sop)
+    assert b.instances(sop) == []
+    on_disk = a.file_of(stored)
+    assert on_disk.is_relative_to(a.tenant.storage_root)
+    # storescu sent Explicit VR Little Endian as the file has it: the dataset is unchanged.
+    assert dataset_bytes(on_disk) == dataset_bytes(path)
+    assert stored.sha256 == hashlib.sha256(on_disk.read_bytes()).hexdigest()
+    assert stored.transfer_syntax_uid == ExplicitVRLittleEndian
+    job = last_job(a)
+    assert (job.status, job.total, job.stored, job.rejected) == ("done", 1, 1, 0)
+    assert job.description == f"from {MODALITY}@127.0.0.1"
+
+
+def test_same_instance_to_two_tenants_is_stored_once_in_each(
+    dcmtk, sites, gateway_port, ct
+) -> None:
+    a, b = sites
+    path, sop = ct
+    assert storescu(gateway_port, b.ae, path).returncode == 0
+    assert a.instances(sop) == []
+    [in_b] = b.instances(sop)
+
+    assert storescu(gateway_port, a.ae, path).returncode == 0
+    [in_a] = a.instances(sop)
+    [still_b] = b.instances(sop)
+    assert still_b.pk == in_b.pk
+    file_a, file_b = a.file_of(in_a), b.file_of(in_b)
+    assert file_a != file_b
+    assert file_a.is_relative_to(a.tenant.storage_root)
+    assert file_b.is_relative_to(b.tenant.storage_root)
+    assert dataset_bytes(file_a) == dataset_bytes(file_b) == dataset_bytes(path)
+
+
+def test_resending_an_instance_succeeds_as_a_duplicate(dcmtk, sites, gateway_port, ct) -> None:
+    a, _ = sites
+    path, sop = ct
+    assert storescu(gateway_port, a.ae, path).returncode == 0
+    result = storescu(gateway_port, a.ae, path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(a.instances(sop)) == 1
+    job = last_job(a)
+    assert (job.status, job.duplicates, job.stored) == ("done", 1, 0)
+
+
+def test_unknown_called_ae_title_is_rejected(dcmtk, sites, gateway_port, ct) -> None:
+    path, sop = ct
+    result = storescu(gateway_port, "NOPE", path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Association Rejected" in output
+    assert "Called AE Title Not Recognized" in output
+    assert all(site.instances(sop) == [] for site in sites)
+
+
+def test_suspended_tenant_is_rejected(dcmtk, sites, gateway_port, ct) -> None:
+    a, _ = sites
+    path, sop = ct
+    tenant_suspend(tenant=a.tenant, actor="tests", reason="unpaid")
+    try:
+        echo = echoscu(gateway_port, a.ae)
+        store = storescu(gateway_port, a.ae, path)
+    finally:
+        connection.set_schema_to_public()
+        tenant_resume(tenant=Tenant.objects.get(pk=a.tenant.pk), actor="tests")
+    assert echo.returncode != 0
+    assert "Association Rejected" in echo.stdout + echo.stderr
+    assert store.returncode != 0
+    assert a.instances(sop) == []
+    assert echoscu(gateway_port, a.ae).returncode == 0
+
+
+@pytest.fixture
+def known_nodes_required(sites) -> Iterator[Site]:
+    """Tenant a requires known nodes and lists only OTHERNODE at 127.0.0.1 at first."""
+    a, _ = sites
+    with schema_context(a.tenant.schema_name):
+        TenantSettings.objects.get_or_create(pk=SINGLETON_ID)
+        TenantSettings.objects.filter(pk=SINGLETON_ID).update(require_known_nodes=True)
+        RemoteNode.objects.create(ae_title="OTHERNODE", host="127.0.0.1", port=104)
+    try:
+        yield a
+    finally:
+        with schema_context(a.tenant.schema_name):
+            TenantSettings.objects.filter(pk=SINGLETON_ID).update(require_known_nodes=False)
+            RemoteNode.objects.all().delete()
+
+
+def test_unknown_calling_node_is_rejected_when_the_tenant_requires_known_nodes(
+    dcmtk, known_nodes_required, gateway_port, sites
+) -> None:
+    a = known_nodes_required
+    refused = echoscu(gateway_port, a.ae)
+    assert refused.returncode != 0
+    assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
+    # The other tenant does not require known nodes.
+    assert echoscu(gateway_port, sites[1].ae).returncode == 0
+
+    with schema_context(a.tenant.schema_name):
+        RemoteNode.objects.create(ae_title=MODALITY, host="127.0.0.1", port=104)
+    accepted = echoscu(gateway_port, a.ae)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    # The right AE title from a listed address only: another title is still refused.
+    assert echoscu(gateway_port, a.ae, calling="INTRUDER").returncode != 0
+
+
+def test_quota_exceeded_fails_the_store_with_out_of_resources(
+    dcmtk, sites, gateway_port, ct
+) -> None:
+    a, _ = sites
+    path, sop = ct
+    original = a.tenant.quota_bytes
+    Tenant.objects.filter(pk=a.tenant.pk).update(quota_bytes=1000)
+    try:
+        result = storescu(gateway_port, a.ae, path, MODALITY, "--verbose")
+    finally:
+        Tenant.objects.filter(pk=a.tenant.pk).update(quota_bytes=original)
+    output = result.stdout + result.stderr
+    assert "Refused: OutOfResources" in output, output
+    assert a.instances(sop) == []
+    job = last_job(a)
+    assert (job.status, job.rejected, job.stored) == ("failed", 1, 0)
+    with schema_context(a.tenant.schema_name):
+        item = IngestItem.objects.get(job=job)
+    assert item.reason_code == "quota"
+    assert Path(item.quarantine_path).is_file()
+
+
+def send(port: int, called: str, payload) -> tuple[int, str]:
+    """C-STORE `payload` (a file path, sent as encoded, or a dataset) with pynetdicom."""
+    ds = pydicom.dcmread(payload, stop_before_pixels=True) if isinstance(payload, Path) else payload
+    client = AE(ae_title="PYCLIENT")
+    client.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = client.associate("127.0.0.1", port, ae_title=called)
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(payload)
+    finally:
+        assoc.release()
+    return int(status.Status), str(status.get("ErrorComment", ""))
+
+
+def test_compressed_instance_is_stored_in_its_transfer_syntax(
+    sites, gateway_port, tmp_path
+) -> None:
+    a, b = sites
+    path = tmp_path / "j2k.dcm"
+    sop = fresh_copy(bundled("JPEG2000.dcm"), path)
+    assert send(gateway_port, a.ae, path) == (SUCCESS, "")
+    [stored] = a.instances(sop)
+    assert stored.transfer_syntax_uid == JPEG2000
+    assert dataset_bytes(a.file_of(stored)) == dataset_bytes(path)
+    assert b.instances(sop) == []
+
+
+def test_unusable_dataset_fails_with_its_reason(sites, gateway_port) -> None:
+    a, _ = sites
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    del ds.StudyInstanceUID
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    status, comment = send(gateway_port, a.ae, ds)
+    assert status == CANNOT_UNDERSTAND
+    assert "StudyInstanceUID" in comment
+    assert a.instances(str(ds.SOPInstanceUID)) == []
+    job = last_job(a)
+    with schema_context(a.tenant.schema_name):
+        item = IngestItem.objects.get(job=job)
+    assert (item.outcome, item.reason_code) == (ItemOutcome.REJECTED, "missing-uid")
+
+
+def test_command_is_installed_and_documents_its_options() -> None:
+    assert get_commands().get("dicom_gateway") == "dicomnet"
+    parser = load_command_class("dicomnet", "dicom_gateway").create_parser(
+        "manage.py", "dicom_gateway"
+    )
+    usage = parser.format_help()
+    for option in ("--port", "--host", "--ae-title"):
+        assert option in usage
