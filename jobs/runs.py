@@ -2,13 +2,17 @@
 
 import logging
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
+from audit.services import audit_record
 from jobs.models import JobRun, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -21,8 +25,8 @@ def period_key(moment: datetime, *, every_seconds: int) -> str:
     return slot.strftime("%Y-%m-%dT%H:%M")
 
 
-class RunCounts(dict[str, int]):
-    """Counters a job fills in while it runs; saved on the run row."""
+class RunCounts(dict[str, Any]):
+    """Counters (and a job's report) filled in while it runs; saved on the run row."""
 
     def add(self, name: str, amount: int = 1) -> None:
         self[name] = self.get(name, 0) + amount
@@ -66,3 +70,54 @@ def job_run(job: str, period: str) -> Iterator[RunCounts | None]:
     finally:
         run.finished_at, run.counts = timezone.now(), dict(counts)
         run.save(update_fields=["status", "error", "finished_at", "counts"])
+
+
+def periodic_job(
+    job: str, period: str, work: Callable[[], Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """Run `work` as the tenant's run of `job` for `period`, once, if the tenant allows it.
+
+    A job the tenant switched off in /settings/ records nothing: a row every quarter of an
+    hour saying "skipped" would bury the runs that did something.
+    """
+    from configuration.selectors import job_enabled
+
+    if not job_enabled(job):
+        logger.info("job %s is switched off for this tenant; not run for %s", job, period)
+        return None
+    with job_run(job, period) as counts:
+        if counts is None:
+            return None
+        counts.update(work())
+        return dict(counts)
+
+
+def last_counts(job: str) -> dict[str, Any]:
+    """What the latest successful run of `job` reported (where a capped job continues)."""
+    counts = (
+        JobRun.objects.filter(job=job, status=JobStatus.SUCCEEDED)
+        .order_by("-started_at", "-id")
+        .values_list("counts", flat=True)
+        .first()
+    )
+    return counts or {}
+
+
+def job_run_retry(*, run: JobRun, request: HttpRequest | None = None) -> JobRun:
+    """Queue a failed run's task again for the same period; the task re-claims the run."""
+    from jobs.tasks import TENANT_JOBS, send_tenant_job
+
+    with transaction.atomic():
+        current = JobRun.objects.select_for_update().get(pk=run.pk)
+        if current.status != JobStatus.FAILED:
+            raise ValidationError("Only failed runs can be retried; this one is not failed.")
+        if current.job not in TENANT_JOBS:
+            raise ValidationError(f"“{current.job}” is not a job that can be queued from here.")
+        audit_record(
+            action="job.retry",
+            request=request,
+            target=current,
+            details={"job": current.job, "period": current.period},
+        )
+        transaction.on_commit(lambda: send_tenant_job(current.job, current.period))
+    return current

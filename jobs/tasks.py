@@ -43,7 +43,24 @@ class PlatformTask(TenantTask):
 # The per-tenant task of each job that `dispatch_tenant_job` can fan out.
 TENANT_JOBS = {
     "storage-usage": "studies.measure_storage_usage",
+    "watermark-migration": "studies.migrate_watermarks",
+    "retention": "studies.apply_retention",
+    "verification": "studies.verify_storage",
+    "quarantine-purge": "studies.purge_quarantine",
 }
+
+
+def send_tenant_job(job: str, period: str) -> None:
+    """Queue the active tenant's task of `job` for `period` (a retry from /jobs/)."""
+    schema = current_schema()
+    if schema == "public":
+        raise TenantRequired(f"{job} must be queued from a tenant's schema")
+    dispatch_tenant_job.app.send_task(
+        TENANT_JOBS[job],
+        kwargs={"period": period},
+        headers={"_schema_name": schema},
+        queue=settings.CELERY_PERIODIC_QUEUE,
+    )
 
 
 @shared_task(base=PlatformTask, name="jobs.dispatch_tenant_job")
@@ -51,7 +68,8 @@ def dispatch_tenant_job(job: str, every_seconds: int, spread_seconds: int | None
     """Send `job` to every active, fully migrated tenant, spread over the interval.
 
     Each tenant's task gets the same period key, so a second beat (or a retry of this
-    dispatcher) sends duplicates that find the run already claimed and do nothing.
+    dispatcher) sends duplicates that find the run already claimed and do nothing. Each
+    tenant's task does at most PORTAL_JOB_BATCH_LIMIT items; the next period continues.
     """
     from tenants.selectors import schedulable_tenants
 

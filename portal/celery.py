@@ -7,16 +7,42 @@ app = CeleryApp("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+HOUR, DAY = 3600, 86400
+
+
+def _tenant_job(job: str, every_seconds: int, spread_seconds: int | None = None) -> dict:
+    kwargs: dict = {"job": job, "every_seconds": every_seconds}
+    if spread_seconds is not None:
+        kwargs["spread_seconds"] = spread_seconds
+    return {"task": "jobs.dispatch_tenant_job", "kwargs": kwargs}
+
+
 # The singleton's schedule. Each entry is a dispatcher that runs in `public` and fans the job
-# out to tenants with a stagger; run keys (jobs.runs) make a second beat harmless.
+# out to tenants with a stagger; run keys (jobs.runs) make a second beat harmless. The night
+# jobs are spread over a few hours only, so that they stay in the night.
 app.conf.beat_schedule = {
     "purge-deleted-tenants": {
         "task": "tenants.purge_deleted_tenants",
         "schedule": crontab(minute=17),
     },
     "storage-usage": {
-        "task": "jobs.dispatch_tenant_job",
+        **_tenant_job("storage-usage", 15 * 60),
         "schedule": crontab(minute="*/15"),
-        "kwargs": {"job": "storage-usage", "every_seconds": 900},
+    },
+    "watermark-migration": {
+        **_tenant_job("watermark-migration", HOUR),
+        "schedule": crontab(minute=5),
+    },
+    "retention": {
+        **_tenant_job("retention", DAY, spread_seconds=3 * HOUR),
+        "schedule": crontab(hour=1, minute=30),
+    },
+    "verification": {
+        **_tenant_job("verification", DAY, spread_seconds=4 * HOUR),
+        "schedule": crontab(hour=2, minute=0),
+    },
+    "quarantine-purge": {
+        **_tenant_job("quarantine-purge", DAY, spread_seconds=2 * HOUR),
+        "schedule": crontab(hour=4, minute=45),
     },
 }

@@ -27,6 +27,12 @@ PORTAL_URL_PORT = env.int("PORTAL_URL_PORT", default=None)
 PORTAL_TENANT_GRACE_DAYS = env.int("PORTAL_TENANT_GRACE_DAYS", default=30)
 # The largest single DICOM file accepted by any ingest channel.
 PORTAL_MAX_INSTANCE_BYTES = env.int("PORTAL_MAX_INSTANCE_BYTES", default=2 << 30)
+# Below this average instance size, a missing series thumbnail is made while the page loads.
+PORTAL_INLINE_THUMBNAIL_BYTES = env.int("PORTAL_INLINE_THUMBNAIL_BYTES", default=4 << 20)
+# How many items one tenant's periodic run may process; the next run continues (fairness).
+PORTAL_JOB_BATCH_LIMIT = env.int("PORTAL_JOB_BATCH_LIMIT", default=1000)
+# The largest upload request or API body, and the largest expanded size of an uploaded zip.
+PORTAL_MAX_UPLOAD_BYTES = env.int("PORTAL_MAX_UPLOAD_BYTES", default=20 << 30)
 PORTAL_DEFAULT_QUOTA_BYTES = env.int("PORTAL_DEFAULT_QUOTA_BYTES", default=1 << 40)
 PORTAL_DEFAULT_QUOTA_USERS = env.int("PORTAL_DEFAULT_QUOTA_USERS", default=50)
 # The migrated schema every new tenant is cloned from (see tenants/provisioning.py).

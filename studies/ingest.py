@@ -128,6 +128,14 @@ def ingest_item_stage(
     return item
 
 
+def ingest_item_refuse(*, job: IngestJob, name: str, code: str, reason: str) -> IngestItem:
+    """Record a file that was refused before it could be staged (e.g. an unsafe zip entry)."""
+    item = IngestItem.objects.create(job=job, name=name[:512])
+    _finish_item(item, ItemOutcome.REJECTED, code, reason)
+    item.refresh_from_db()
+    return item
+
+
 def _finish_item(item: IngestItem, outcome: str, code: str = "", reason: str = "") -> None:
     """Record a rejection that happened before processing (counts the item, too)."""
     IngestItem.objects.filter(pk=item.pk).update(
@@ -274,7 +282,12 @@ def _store(item: IngestItem, staged: Path, parsed: ParsedInstance) -> str:
             item_row = IngestItem.objects.select_for_update().get(pk=item.pk)
             if item_row.outcome != ItemOutcome.PENDING:
                 return item_row.outcome  # another worker finished it meanwhile
-            _index(parsed, stored, existing)
+            new_series = _index(parsed, stored, existing)
+            if new_series is not None:
+                # Imported here: study_services imports this module.
+                from studies.study_services import thumbnail_queue_for_new_series
+
+                thumbnail_queue_for_new_series([new_series])
             item_row.outcome, item_row.processed_at = outcome, timezone.now()
             item_row.sop_instance_uid = parsed.sop_instance_uid
             item_row.study_instance_uid = parsed.study_instance_uid
@@ -364,8 +377,10 @@ def _write_atomically(staged: Path, medium: StorageMedium, relative: str) -> Sto
     return StoredFile(medium=medium, relative_path=relative, size=size, sha256=digest.hexdigest())
 
 
-def _index(parsed: ParsedInstance, stored: StoredFile, existing: Instance | None) -> None:
-    """Upsert patient, study, series and instance; counters change under the study's lock."""
+def _index(parsed: ParsedInstance, stored: StoredFile, existing: Instance | None) -> int | None:
+    """Upsert patient, study, series and instance; counters change under the study's lock.
+
+    Returns the id of the series this instance created, if it created one."""
     patient, _ = Patient.objects.get_or_create(
         patient_id=parsed.patient_id,
         name=parsed.patient_name,
@@ -429,3 +444,4 @@ def _index(parsed: ParsedInstance, stored: StoredFile, existing: Instance | None
     study.save(
         update_fields=["modalities", "num_series", "num_instances", "size_bytes", "updated_at"]
     )
+    return series.pk if series_created else None

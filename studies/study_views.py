@@ -1,9 +1,59 @@
-"""The study list and study pages."""
+"""The study pages: search, study detail with thumbnails, zip download and delete."""
 
-from django.views.generic import ListView
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect
+from django.views import View
+from django.views.generic import ListView, TemplateView
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
-from studies.models import Study
+from studies import selectors, study_services
+from studies.models import Series, Study
+
+
+class StudySearchForm(forms.Form):
+    patient_name = forms.CharField(
+        required=False,
+        max_length=324,
+        label="Patient name",
+        widget=forms.TextInput(attrs={"autofocus": True}),
+        help_text="* matches any run of characters, ? one; without them, names starting so.",
+    )
+    patient_id = forms.CharField(required=False, max_length=64, label="Patient ID")
+    accession_number = forms.CharField(required=False, max_length=64, label="Accession")
+    date_from = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    modality = forms.CharField(required=False, max_length=16, label="Modality")
+    description = forms.CharField(required=False, max_length=64, label="Description")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            self.add_error("date_to", "The end date is before the start date.")
+        return data
+
+    def criteria(self) -> dict[str, Any]:
+        """Valid, non-blank criteria for `selectors.study_search` (none when invalid)."""
+        if not self.is_valid():
+            return {}
+        return {key: value for key, value in self.cleaned_data.items() if value}
+
+
+SORT_COLUMNS = [("patient_name", "Patient"), ("study_date", "Date"), ("received", "Received")]
 
 
 class StudyListView(CapabilityRequiredMixin, ListView):
@@ -11,4 +61,115 @@ class StudyListView(CapabilityRequiredMixin, ListView):
     template_name = "studies/study_list.html"
     context_object_name = "studies"
     paginate_by = 50
-    queryset = Study.objects.order_by("-study_date", "-received_at")
+
+    def get_queryset(self) -> Any:
+        self.form = StudySearchForm(self.request.GET or None)
+        self.sort = self.request.GET.get("sort", selectors.DEFAULT_STUDY_SORT)
+        if self.sort.lstrip("-") not in selectors.STUDY_SORTS:
+            self.sort = selectors.DEFAULT_STUDY_SORT
+        return selectors.study_search(**self.form.criteria(), sort=self.sort)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        query = self.request.GET.copy()
+        query.pop("page", None)
+        base = query.copy()
+        base.pop("sort", None)
+        headers = []
+        for key, label in SORT_COLUMNS:
+            active = self.sort.lstrip("-") == key
+            descending = self.sort.startswith("-")
+            base["sort"] = key if active and descending else f"-{key}"
+            headers.append(
+                {
+                    "key": key,
+                    "label": label,
+                    "query": base.urlencode(),
+                    "active": active,
+                    "direction": ("descending" if descending else "ascending") if active else "",
+                }
+            )
+        return super().get_context_data(
+            form=self.form,
+            filter_query=query.urlencode(),
+            filtered=bool(self.form.criteria()),
+            headers={h["key"]: h for h in headers},
+            **kwargs,
+        )
+
+
+class StudyMixin:
+    """Loads the study of the URL from the active tenant's schema; other tenants' UIDs 404."""
+
+    request: HttpRequest
+    study: Study
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        study = selectors.study_get(study_instance_uid=kwargs["study_uid"])
+        if study is None:
+            raise Http404("No such study.")
+        self.study = study
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(study=self.study, **kwargs)  # type: ignore[misc]
+
+
+class StudyDetailView(CapabilityRequiredMixin, StudyMixin, TemplateView):
+    capability = Capability.STUDIES_VIEW
+    template_name = "studies/study_detail.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        study_services.study_view_record(study=self.study, request=self.request)
+        series = list(selectors.study_series(study=self.study))
+        for item in series:
+            if item.thumbnail or item.thumbnail_error or not item.num_instances:
+                continue
+            if study_services.thumbnail_cheap_to_make(series=item):
+                made = study_services.series_thumbnail_make(series_id=item.pk)
+                if made is not None:
+                    item.thumbnail, item.thumbnail_error = made.thumbnail, made.thumbnail_error
+            else:
+                study_services.thumbnail_queue_for_new_series([item.pk])
+        return super().get_context_data(series_list=series, **kwargs)
+
+
+class SeriesThumbnailView(CapabilityRequiredMixin, StudyMixin, View):
+    """The PNG of a series, read from the tenant's root (never a public media URL)."""
+
+    capability = Capability.STUDIES_VIEW
+
+    def get(self, request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
+        series = Series.objects.filter(study=self.study, series_instance_uid=series_uid).first()
+        path = study_services.series_thumbnail_file(series=series) if series else None
+        if path is None:
+            raise Http404("No thumbnail.")
+        response = FileResponse(path.open("rb"), content_type="image/png")
+        response["Cache-Control"] = "private, max-age=300"
+        return response
+
+
+class StudyDownloadView(CapabilityRequiredMixin, StudyMixin, View):
+    capability = Capability.STUDIES_VIEW
+
+    def get(self, request: HttpRequest, study_uid: str) -> StreamingHttpResponse:
+        stream = study_services.study_download(study=self.study, request=request)
+        response = StreamingHttpResponse(stream, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{study_uid}.zip"'
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+class StudyDeleteView(CapabilityRequiredMixin, StudyMixin, TemplateView):
+    """GET asks for confirmation with the counts; POST deletes."""
+
+    capability = Capability.STUDIES_MANAGE
+    template_name = "studies/study_delete.html"
+
+    def post(self, request: HttpRequest, study_uid: str) -> HttpResponse:
+        deletion = study_services.study_delete(study=self.study, request=request)
+        messages.success(
+            request,
+            f"Study {deletion.study_instance_uid} deleted: {deletion.series} series, "
+            f"{deletion.instances} instance{'s' if deletion.instances != 1 else ''}.",
+        )
+        return redirect("study_list")

@@ -1,9 +1,36 @@
-"""Pages of /studies/ (search, study detail, download, delete)."""
+"""Pages of /studies/ (search, study detail, thumbnails, download, delete)."""
 
-from django.urls import path
+from django.urls import path, register_converter
 
 from studies import study_views
 
+
+class UidConverter:
+    """A DICOM UID: digits and dots, at most 64 characters (anything else is a 404)."""
+
+    regex = r"[0-9][0-9.]{0,63}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(UidConverter, "uid")
+
 urlpatterns = [
     path("", study_views.StudyListView.as_view(), name="study_list"),
+    path("<uid:study_uid>/", study_views.StudyDetailView.as_view(), name="study_detail"),
+    path(
+        "<uid:study_uid>/series/<uid:series_uid>/thumbnail.png",
+        study_views.SeriesThumbnailView.as_view(),
+        name="series_thumbnail",
+    ),
+    path(
+        "<uid:study_uid>/download.zip",
+        study_views.StudyDownloadView.as_view(),
+        name="study_download",
+    ),
+    path("<uid:study_uid>/delete/", study_views.StudyDeleteView.as_view(), name="study_delete"),
 ]

@@ -17,7 +17,7 @@ from accounts.permissions import Capability, CapabilityRequiredMixin
 from jobs.models import JobRun, JobStatus
 from studies import selectors, services
 from studies.forms import MediumEditForm, MediumFilterForm, MediumForm, MediumStatusForm
-from studies.models import MediumStatus, StorageMedium
+from studies.models import IngestJob, MediumStatus, StorageMedium
 from studies.storage import measure_usage
 
 
@@ -42,6 +42,9 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             failed_jobs=JobRun.objects.filter(status=JobStatus.FAILED).count(),
             recent_runs=JobRun.objects.all()[:5],
             alerts=[m for m in media if m.status == MediumStatus.ONLINE and m.above_high_watermark],
+            archive=selectors.archive_counts(),
+            activity=selectors.ingest_activity(days=14),
+            recent_ingests=IngestJob.objects.all()[:5],
             **kwargs,
         )
 

@@ -31,8 +31,13 @@ def test_tenant_admin_invites_adds_medium_changes_ae_title_and_audits(
     slug = f"ta-{uuid.uuid4().hex[:6]}"
     purge_tenants_after.append(slug)
     with public_schema(django_db_blocker):
-        tenant_create(slug=slug, name="Admin Flow Clinic", admin_email=f"it@{slug}.example",
-                      admin_password=ADMIN_PASSWORD, created_by="browser-test")
+        tenant_create(
+            slug=slug,
+            name="Admin Flow Clinic",
+            admin_email=f"it@{slug}.example",
+            admin_password=ADMIN_PASSWORD,
+            created_by="browser-test",
+        )
     site = live_portal.tenant_url(slug)
     page = new_context().new_page()
     log_in(page, site, "admin", ADMIN_PASSWORD)
@@ -49,7 +54,8 @@ def test_tenant_admin_invites_adds_medium_changes_ae_title_and_audits(
     page.get_by_role("button", name="Invite").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("radiographer is invited")
     expect(page.locator("#set-password-url")).to_have_value(
-        re.compile(rf"^http://{slug}\.localhost:{live_portal.port}/account/set-password/"))
+        re.compile(rf"^http://{slug}\.localhost:{live_portal.port}/account/set-password/")
+    )
 
     # Add a second storage medium inside the tenant's root.
     nav.get_by_role("link", name="Storage").click()

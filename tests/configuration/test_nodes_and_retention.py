@@ -290,11 +290,17 @@ def test_retention_preview_counts_only_old_enough_studies_of_the_modality(alpha)
     with schema_context(alpha.schema_name):
         patient = Patient.objects.create(patient_id="P1", name="DOE^JANE")
         now = timezone.now()
-        for uid, modalities, age_days, size in [("1.2.3.1", ["CT"], 400, 1000),
-                                                ("1.2.3.2", ["CT", "SR"], 10, 2000),
-                                                ("1.2.3.3", ["MR"], 400, 4000)]:
-            study = Study.objects.create(study_instance_uid=uid, patient_record=patient,
-                                         modalities=modalities, size_bytes=size)
+        for uid, modalities, age_days, size in [
+            ("1.2.3.1", ["CT"], 400, 1000),
+            ("1.2.3.2", ["CT", "SR"], 10, 2000),
+            ("1.2.3.3", ["MR"], 400, 4000),
+        ]:
+            study = Study.objects.create(
+                study_instance_uid=uid,
+                patient_record=patient,
+                modalities=modalities,
+                size_bytes=size,
+            )
             Study.objects.filter(pk=study.pk).update(received_at=now - timedelta(days=age_days))
         ct = retention_preview(modality="CT", days=365)
         every = retention_preview(modality="*", days=365)

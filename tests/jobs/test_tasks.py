@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django_tenants.utils import schema_context
 
 from jobs.models import JobRun, JobStatus
@@ -40,14 +40,28 @@ def worker(django_db_setup, django_db_blocker) -> Iterator[None]:  # type: ignor
 
 @pytest.fixture
 def committed_runs(django_db_blocker) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A unique period for this test; the job runs the worker committed are removed after."""
+    """A unique period for this test; the job runs the worker committed are removed after.
+
+    The removal uses a connection of its own: the test's connection is inside the test's
+    transaction, which rolls back, and a delete made there would roll back with it.
+    """
     period = f"test-{uuid.uuid4().hex[:10]}"
     yield period
+    _wait_until_idle()  # a late duplicate would otherwise commit a run after the clean-up
     with django_db_blocker.unblock():
-        for tenant in Tenant.objects.exclude(schema_name="public").filter(status="active"):
-            with schema_context(tenant.schema_name):
-                JobRun.objects.filter(period=period).delete()
-        JobRun.objects.filter(period=period).delete()
+        side = connections.create_connection(DEFAULT_DB_ALIAS)
+        try:
+            with side.cursor() as cursor:
+                cursor.execute(
+                    "SELECT table_schema FROM information_schema.tables"
+                    " WHERE table_name = 'jobs_jobrun'"
+                )
+                for (schema,) in cursor.fetchall():
+                    cursor.execute(
+                        f'DELETE FROM "{schema}".jobs_jobrun WHERE period = %s', [period]
+                    )
+        finally:
+            side.close()
 
 
 @pytest.mark.django_db
@@ -74,19 +88,36 @@ def test_tenant_task_without_a_tenant_refuses_to_run(worker, committed_runs):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("job", ["storage-usage", "verification"])
 def test_a_second_dispatch_of_the_same_period_runs_nothing_twice(
-    worker, alpha, beta, committed_runs, monkeypatch
+    worker, alpha, beta, committed_runs, monkeypatch, job
 ):
     """Two beats firing the same schedule: each tenant still gets one run for the period."""
     monkeypatch.setattr("jobs.tasks.period_key", lambda *a, **k: committed_runs)
-    first = dispatch_tenant_job.delay(job="storage-usage", every_seconds=900, spread_seconds=0)
-    second = dispatch_tenant_job.delay(job="storage-usage", every_seconds=900, spread_seconds=0)
+    first = dispatch_tenant_job.delay(job=job, every_seconds=900, spread_seconds=0)
+    second = dispatch_tenant_job.delay(job=job, every_seconds=900, spread_seconds=0)
     assert first.get(timeout=30) >= 2 and second.get(timeout=30) == first.get()
     _wait_for_runs([alpha, beta], committed_runs)
     for tenant in (alpha, beta):
         with schema_context(tenant.schema_name):
-            runs = JobRun.objects.filter(job="storage-usage", period=committed_runs)
+            runs = JobRun.objects.filter(job=job, period=committed_runs)
             assert runs.count() == 1 and runs.get().status == JobStatus.SUCCEEDED
+
+
+def _wait_until_idle(timeout: float = 30) -> None:
+    """Until the broker's queues are empty and the worker holds no task."""
+    import time
+
+    from celery.worker import state
+
+    deadline = time.monotonic() + timeout
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        while time.monotonic() < deadline:
+            queued = sum(client.llen(queue) for queue in ("default", "periodic"))
+            if not queued and not state.active_requests and not state.reserved_requests:
+                return
+            time.sleep(0.2)
 
 
 def _wait_for_runs(tenants: list[Tenant], period: str, timeout: float = 30) -> None:

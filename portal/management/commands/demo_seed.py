@@ -1,19 +1,101 @@
-"""Demo data for `make run`: a super-admin and the tenants acme and globex, idempotently."""
+"""Demo data for `make run`: a super-admin, the tenants acme and globex, and a few studies."""
 
+import datetime
+import io
 import os
 import secrets
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 from django_tenants.utils import schema_context
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from accounts.models import User
 from accounts.services import user_create
+from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
+from studies.models import IngestSource, Study
 from tenants import services
 from tenants.links import public_base_url, tenant_base_url
 from tenants.models import Tenant
+
+# Synthetic patients only; each study is (patient, birth date, sex, description, series).
+DEMO_STUDIES = {
+    "acme": [
+        ("DOE^JANE", "19800214", "F", "CT CHEST", [("CT", "Axial 5mm", 4), ("CT", "Coronal", 3)]),
+        ("ROE^RICHARD", "19651103", "M", "MR BRAIN", [("MR", "T1 SAG", 3), ("MR", "T2 AX", 3)]),
+    ],
+    "globex": [
+        ("SMITH^ALEX", "19921230", "O", "CT ABDOMEN", [("CT", "Venous phase", 4)]),
+        ("MUSTERMANN^ERIKA", "19740521", "F", "MR KNEE", [("MR", "PD FS", 3), ("MR", "T1", 2)]),
+        ("TANAKA^HIRO", "20010909", "M", "CT HEAD", [("CT", "Brain window", 3)]),
+    ],
+}
+SIDE = 64
+
+
+def _synthetic_instance(study: Dataset, modality: str, series: Dataset, number: int) -> bytes:
+    """A 64x64 16-bit image: a bright disc whose size changes along the series."""
+    ds = Dataset()
+    ds.update(study)
+    ds.update(series)
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
+    ds.InstanceNumber = number
+    ds.Rows = ds.Columns = SIDE
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    y, x = np.mgrid[:SIDE, :SIDE]
+    radius = 10 + 4 * number
+    disc = ((x - SIDE / 2) ** 2 + (y - SIDE / 2) ** 2) < radius**2
+    pixels = (200 + 8 * x + disc * 1500).astype(np.uint16)
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def demo_files(slug: str) -> list[tuple[str, bytes]]:
+    """The demo studies of a tenant as DICOM files (fresh UIDs on every call)."""
+    files = []
+    today = timezone.localdate()
+    for index, (name, birth, sex, description, series_list) in enumerate(DEMO_STUDIES[slug]):
+        study = Dataset()
+        study.PatientName, study.PatientID = name, f"{slug.upper()}-{1000 + index}"
+        study.PatientBirthDate, study.PatientSex = birth, sex
+        study.StudyInstanceUID = generate_uid()
+        study.StudyDate = (today - datetime.timedelta(days=3 * index + 1)).strftime("%Y%m%d")
+        study.StudyTime, study.StudyID = "101500", str(index + 1)
+        study.AccessionNumber = f"{slug[:3].upper()}{20240 + index}"
+        study.StudyDescription = description
+        study.ReferringPhysicianName = "HOUSE^GREGORY"
+        for number, (modality, series_description, count) in enumerate(series_list, start=1):
+            series = Dataset()
+            series.Modality, series.SeriesInstanceUID = modality, generate_uid()
+            series.SeriesNumber, series.SeriesDescription = number, series_description
+            for instance in range(1, count + 1):
+                data = _synthetic_instance(study, modality, series, instance)
+                files.append((f"{name.split('^')[0].lower()}-{number}-{instance}.dcm", data))
+    return files
+
+
+def demo_studies_seed(tenant: Tenant) -> int:
+    """Send the tenant's demo studies through the real ingest pipeline, unless it has studies."""
+    if Study.objects.exists():
+        return 0
+    job = ingest_job_create(source=IngestSource.UPLOAD, description="demo studies")
+    for name, data in demo_files(tenant.slug):
+        ingest_item_stage(job=job, name=name, stream=io.BytesIO(data))
+    return ingest_job_submit(job=job, run_now=True).stored
+
 
 DEMO_TENANTS = [("acme", "Acme Hospital", "ACME"), ("globex", "Globex Clinic", "GLOBEX")]
 
@@ -62,6 +144,9 @@ class Command(BaseCommand):
                 tenant = self._create(slug, name, ae_title, password)
             with schema_context(tenant.schema_name):
                 _ensure_user("admin", f"admin@{slug}.example", password, role="admin")
+                stored = demo_studies_seed(tenant)
+            if stored:
+                lines.append(f"  {slug:<11}  received {stored} demo images")
             lines.append(
                 f"  {slug:<11}  {tenant_base_url(tenant)}/   login admin / {password}"
                 f"   (AE title {tenant.ae_title})"
