@@ -1,0 +1,111 @@
+"""An operator uploads files in a real browser, watches the progress bar finish, opens the
+study and sees its thumbnails; a real Celery worker does the ingest."""
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, expect
+from pydicom.data import get_testdata_file
+
+from tenants.services import tenant_create
+from tests.browser.conftest import PROJECT_ROOT, LiveServer, _test_database_url, public_schema
+from tests.browser.test_superadmin_flow import log_in
+
+PASSWORD = "Copper-Meadow-4471-signal"
+
+
+@pytest.fixture
+def celery_worker_process(live_portal: LiveServer, tmp_path: Path) -> Iterator[None]:
+    """A worker consuming the ingest queue, against the same test database as the server."""
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": _test_database_url(),
+        "PORTAL_STORAGE_ROOT": str(live_portal.storage_root),
+    }
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-Q",
+                "default",
+                "-c",
+                "1",
+                "-P",
+                "solo",
+                "-l",
+                "warning",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        yield
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+@pytest.mark.browser
+@pytest.mark.live
+@pytest.mark.worker
+def test_upload_in_the_browser_then_open_the_study_with_thumbnails(
+    live_portal: LiveServer,
+    celery_worker_process: None,
+    new_context: Callable[[], BrowserContext],
+    purge_tenants_after: list[str],
+    django_db_blocker,  # type: ignore[no-untyped-def]
+) -> None:
+    slug = f"up-{uuid.uuid4().hex[:6]}"
+    purge_tenants_after.append(slug)
+    with public_schema(django_db_blocker):
+        tenant_create(
+            slug=slug,
+            name="Upload Clinic",
+            admin_email=f"it@{slug}.example",
+            admin_password=PASSWORD,
+            created_by="browser-test",
+        )
+    site = live_portal.tenant_url(slug)
+    page = new_context().new_page()
+    log_in(page, site, "admin", PASSWORD)
+
+    page.get_by_role("navigation", name="Sections").get_by_role("link", name="Upload").click()
+    files = [get_testdata_file(name, download=False) for name in ("CT_small.dcm", "MR_small.dcm")]
+    page.locator("#id_files").set_input_files(files)
+    page.get_by_role("button", name="Upload").click()
+
+    # The job page polls its progress until the worker has processed both files.
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Ingest job", timeout=20_000)
+    progress = page.locator("#ingest-progress")
+    expect(progress).to_contain_text("Done", timeout=60_000)
+    expect(page.locator("progress")).to_have_attribute("value", "100")
+
+    page.get_by_role("navigation", name="Sections").get_by_role("link", name="Studies").click()
+    rows = page.locator("table.data tbody tr")
+    expect(rows).to_have_count(2)
+    rows.first.get_by_role("link").first.click()
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    thumbnail = page.locator("td.thumb img").first
+    expect(thumbnail).to_be_visible(timeout=20_000)
+    width = thumbnail.evaluate("img => img.complete ? img.naturalWidth : 0")
+    assert width > 0, "the thumbnail did not load as an image"
