@@ -22,6 +22,8 @@ MAX_UID_LENGTH = 64
 # Real objects nest a handful of levels (structured reports a dozen); pydicom recurses per
 # level, so deeper files are refused at the door instead of failing later in a viewer.
 MAX_SEQUENCE_DEPTH = 32
+DEFER_BYTES = 64 * 1024
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class DicomParseError(ValueError):
@@ -146,6 +148,21 @@ def check_nesting(dataset: Dataset, *, limit: int = MAX_SEQUENCE_DEPTH) -> None:
             stack.extend((item, depth + 1) for item in element.value)
 
 
+def check_complete(dataset: Dataset, size: int) -> None:
+    """Refuse a file whose elements claim more bytes than it has (truncated transfers)."""
+    for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset would load the pixels
+        element = dataset.get_item(tag, keep_deferred=True)
+        tell, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+        if tell is None or length is None or length == UNDEFINED_LENGTH:
+            continue
+        if tell + length > size:
+            raise DicomParseError(
+                "truncated",
+                f"The file is truncated: element {tag} needs {length} bytes at "
+                f"offset {tell}, but the file ends at {size}.",
+            )
+
+
 def parse_dataset(dataset: Dataset, *, transfer_syntax_uid: str) -> ParsedInstance:
     """Validate and extract the index fields of an already-read dataset."""
     try:
@@ -200,7 +217,8 @@ def parse_file(path: Path | str, *, max_bytes: int) -> ParsedInstance:
     if size < 132:
         raise DicomParseError("not-dicom", "The file is too short to be DICOM.")
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        # Large values (pixels) are deferred: their lengths are checked, never loaded.
+        dataset = pydicom.dcmread(path, defer_size=DEFER_BYTES)
     except InvalidDicomError:
         raise DicomParseError(
             "not-dicom",
@@ -210,6 +228,7 @@ def parse_file(path: Path | str, *, max_bytes: int) -> ParsedInstance:
         raise DicomParseError("too-deep", "Sequences are nested too deeply.") from None
     except Exception as error:
         raise DicomParseError("unreadable", f"The file cannot be read as DICOM: {error}.") from None
+    check_complete(dataset, size)
     meta: Any = getattr(dataset, "file_meta", None)
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
     if not transfer_syntax:
