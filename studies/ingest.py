@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,7 +353,10 @@ def _write_atomically(staged: Path, medium: StorageMedium, relative: str) -> Sto
     """Copy with SHA-256 to a temp file beside the target, fsync, rename, fsync the folder."""
     target = resolve_inside(medium.root, Path(medium.root) / relative)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    # One temp name per target: a worker killed mid-copy leaves a file that the retry
+    # overwrites, instead of an orphan under a random name. Concurrent writers copy the
+    # same staged bytes, so either rename leaves a whole file.
+    temp = target.parent / f".{target.name}.tmp"
     digest = hashlib.sha256()
     size = 0
     try:

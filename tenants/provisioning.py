@@ -14,10 +14,10 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
-from django_tenants.clone import CloneSchema
 from django_tenants.utils import quote_schema_name, schema_exists
 
 from portal.schemas import tenant_connection
+from tenants.cloning import clone_schema
 
 
 @dataclass(frozen=True)
@@ -84,24 +84,11 @@ def template_refresh(*, verbosity: int = 0) -> MigrationState:
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE SCHEMA {quote_schema_name(template)}")
     migrate_schema(template, verbosity=verbosity)
-    # Installed here, once per deploy, instead of on every clone as CloneSchema does:
-    # re-creating the 4,600-line plpgsql function made each tenant ~25 % slower to create.
-    CloneSchema()._create_clone_schema_function()
     return migration_state(template)
 
 
 def template_is_current() -> bool:
     return migration_state(settings.PORTAL_TEMPLATE_SCHEMA).is_current
-
-
-def _clone_function_installed() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n "
-            "ON n.oid = p.pronamespace WHERE n.nspname = 'public' "
-            "AND p.proname = 'clone_schema')"
-        )
-        return bool(cursor.fetchone()[0])
 
 
 def schema_create(schema_name: str) -> str:
@@ -114,55 +101,12 @@ def schema_create(schema_name: str) -> str:
     if template_is_current():
         if schema_exists(schema_name, case_sensitive=False):
             raise ValidationError(f"A schema named {schema_name} already exists.")
-        if not _clone_function_installed():
-            CloneSchema()._create_clone_schema_function()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT public.clone_schema(%s, %s, 'DATA')",
-                [settings.PORTAL_TEMPLATE_SCHEMA, schema_name],
-            )
-        _restore_constraint_names(settings.PORTAL_TEMPLATE_SCHEMA, schema_name)
+        clone_schema(settings.PORTAL_TEMPLATE_SCHEMA, schema_name)
         return "clone"
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE SCHEMA {quote_schema_name(schema_name)}")
     migrate_schema(schema_name)
     return "migrate"
-
-
-_CONSTRAINTS_SQL = """
-    SELECT c.conrelid::regclass::text, c.contype, pg_get_constraintdef(c.oid), c.conname
-    FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-    WHERE n.nspname = %s AND c.contype IN ('u', 'p', 'c', 'f', 'x')
-"""
-
-
-def _restore_constraint_names(template: str, clone: str) -> None:
-    """Give the clone's constraints the template's names.
-
-    `clone_schema` recreates unique constraints with PostgreSQL's default names
-    (`<table>_<cols>_key`) instead of Django's (`..._uniq` or a Meta name). A later
-    migration that drops a constraint by name would then fail on every cloned tenant.
-    """
-
-    def constraints(schema: str) -> dict[tuple[str, str, str], str]:
-        with connection.cursor() as cursor:
-            cursor.execute(_CONSTRAINTS_SQL, [schema])
-            rows = cursor.fetchall()
-        prefix = f"{schema}."
-        return {
-            (table.removeprefix(prefix), kind, definition.replace(prefix, "")): name
-            for table, kind, definition, name in rows
-        }
-
-    wanted, actual = constraints(template), constraints(clone)
-    with connection.cursor() as cursor:
-        for key, name in actual.items():
-            if key in wanted and wanted[key] != name:
-                cursor.execute(
-                    f"ALTER TABLE {quote_schema_name(clone)}.{connection.ops.quote_name(key[0])} "
-                    f"RENAME CONSTRAINT {connection.ops.quote_name(name)} "
-                    f"TO {connection.ops.quote_name(wanted[key])}"
-                )
 
 
 def schema_drop(schema_name: str) -> None:

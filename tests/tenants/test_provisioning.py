@@ -17,6 +17,13 @@ CATALOG_QUERIES = {
     "sequences": """SELECT sequence_name, data_type FROM information_schema.sequences
                     WHERE sequence_schema = %s""",
     "migrations": "SELECT app, name FROM {schema}.django_migrations",
+    "triggers": """SELECT c.relname, t.tgname, replace(pg_get_triggerdef(t.oid), %s, 'S')
+                   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s AND NOT t.tgisinternal""",
+    "functions": """SELECT p.proname, p.prosrc FROM pg_proc p
+                    JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s""",
+    "content types": "SELECT app_label, model FROM {schema}.django_content_type",
 }
 
 
@@ -46,6 +53,7 @@ def test_cloned_schema_equals_a_freshly_migrated_one(db):
     for part in CATALOG_QUERIES:
         assert cloned[part] == migrated[part], part
     assert len(cloned["columns"]) > 40 and len(cloned["indexes"]) > 10
+    assert len(cloned["triggers"]) >= 3  # the append-only audit and history tables
 
 
 def test_stale_template_is_not_cloned_and_migrate_portal_refreshes_it(db):
