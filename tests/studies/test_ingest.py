@@ -237,3 +237,35 @@ def test_the_same_file_in_two_tenants_is_two_copies(alpha, beta, storage):
         Instance.objects.all().delete()
     with schema_context(alpha.schema_name):
         assert Instance.objects.count() == 1 and paths[0].read_bytes() == data
+
+
+def test_a_generated_us_multiframe_is_stored_byte_identical_with_its_frames(in_alpha):
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (
+        generate_uid(),
+        generate_uid(),
+        generate_uid(),
+    )
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "US", "ECHO^ANNA", "US-1"
+    frames = (np.arange(12 * 48 * 64) % 251).astype(np.uint8).reshape(12, 48, 64)
+    ds.NumberOfFrames, ds.Rows, ds.Columns = 12, 48, 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = frames.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+
+    ingest([("cine.dcm", out.getvalue())])
+    instance = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID)
+    assert instance_path(instance).read_bytes() == out.getvalue()
+    assert (instance.number_of_frames, instance.rows, instance.columns) == (12, 48, 64)
+    assert Study.objects.get().modalities == ["US"]
