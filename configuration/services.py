@@ -212,23 +212,15 @@ def node_update(
 
 def node_delete(*, node: RemoteNode, actor: User, request: HttpRequest | None = None) -> None:
     """Remove a node from the list (with `require_known_nodes`, it can no longer send)."""
-    with transaction.atomic():
-        locked = RemoteNode.objects.select_for_update().get(pk=node.pk)
-        _record_changes(
-            actor=actor,
-            subject="node",
-            subject_id=locked.pk,
-            label=str(locked),
-            changes={field: (getattr(locked, field), None) for field in NODE_FIELDS},
-        )
-        audit_record(
-            action="node.delete",
-            request=request,
-            actor=actor,
-            target=locked,
-            details={field: getattr(locked, field) for field in NODE_FIELDS},
-        )
-        locked.delete()
+    _versioned_delete(
+        RemoteNode,
+        node,
+        NODE_FIELDS,
+        subject="node",
+        action="node.delete",
+        actor=actor,
+        request=request,
+    )
 
 
 def node_echo(
@@ -363,21 +355,43 @@ def retention_rule_update(
 def retention_rule_delete(
     *, rule: RetentionRule, actor: User, request: HttpRequest | None = None
 ) -> None:
+    _versioned_delete(
+        RetentionRule,
+        rule,
+        RULE_FIELDS,
+        subject="retention rule",
+        action="retention.delete",
+        actor=actor,
+        request=request,
+    )
+
+
+def _versioned_delete(
+    model: Any,
+    obj: Any,
+    fields: Any,
+    *,
+    subject: str,
+    action: str,
+    actor: User,
+    request: HttpRequest | None,
+) -> None:
+    """Delete a row under lock, recording every field's last value and one audit row."""
     with transaction.atomic():
-        locked = RetentionRule.objects.select_for_update().get(pk=rule.pk)
+        locked = model.objects.select_for_update().get(pk=obj.pk)
         _record_changes(
             actor=actor,
-            subject="retention rule",
+            subject=subject,
             subject_id=locked.pk,
             label=str(locked),
-            changes={field: (getattr(locked, field), None) for field in RULE_FIELDS},
+            changes={field: (getattr(locked, field), None) for field in fields},
         )
         audit_record(
-            action="retention.delete",
+            action=action,
             request=request,
             actor=actor,
             target=locked,
-            details={field: getattr(locked, field) for field in RULE_FIELDS},
+            details={field: getattr(locked, field) for field in fields},
         )
         locked.delete()
 
