@@ -2,8 +2,9 @@
 
 New tenants are cloned from `PORTAL_TEMPLATE_SCHEMA` instead of replaying every migration
 (about 0.3 s instead of 2 s; see tenants/cloning.py). django-tenants does not migrate a
-template that has no tenant row (django-tenants#1154), so `template_refresh()` runs on every `migrate_portal` and
-`template_is_current()` guards each clone: a stale template is never cloned.
+template that has no tenant row (django-tenants#1154), so `template_refresh()` runs on
+every `migrate_portal` and `template_is_current()` guards each clone: a stale template is
+never cloned.
 """
 
 from dataclasses import dataclass
