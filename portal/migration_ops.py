@@ -10,10 +10,14 @@ def append_only(table: str, what: str, *, truncate: bool = True) -> migrations.R
     """
     function = f"{table}_append_only"
     truncate_sql = (
-        f"CREATE TRIGGER {table}_no_truncate\n"
-        f"    BEFORE TRUNCATE ON {table}\n"
-        f"    FOR EACH STATEMENT EXECUTE FUNCTION {function}();\n"
-    ) if truncate else ""
+        (
+            f"CREATE TRIGGER {table}_no_truncate\n"
+            f"    BEFORE TRUNCATE ON {table}\n"
+            f"    FOR EACH STATEMENT EXECUTE FUNCTION {function}();\n"
+        )
+        if truncate
+        else ""
+    )
     forward = f"""
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger AS $$
 BEGIN
