@@ -18,6 +18,7 @@ A test compares the catalogue of a cloned schema with that of a freshly migrated
 """
 
 import re
+from typing import Any
 
 from django.db import connection
 from django_tenants.utils import quote_schema_name
@@ -117,7 +118,7 @@ def clone_schema(template: str, new: str) -> None:
         cursor.execute("SET LOCAL search_path TO public")
 
 
-def _restore_names(cursor, template: str, new: str) -> None:  # type: ignore[no-untyped-def]
+def _restore_names(cursor: Any, template: str, new: str) -> None:
     """Constraint and index names as in the template (LIKE makes up its own)."""
     target = f"{quote_schema_name(new)}."
 
@@ -148,6 +149,8 @@ def _restore_names(cursor, template: str, new: str) -> None:  # type: ignore[no-
         }
 
     wanted_indexes = indexes(template, f"{template}.")
-    for key, name in indexes(new, f"{new}.").items():
-        if key in wanted_indexes and wanted_indexes[key] != name:
-            cursor.execute(f"ALTER INDEX {target}{_q(name)} RENAME TO {_q(wanted_indexes[key])}")
+    for index_key, name in indexes(new, f"{new}.").items():
+        if index_key in wanted_indexes and wanted_indexes[index_key] != name:
+            cursor.execute(
+                f"ALTER INDEX {target}{_q(name)} RENAME TO {_q(wanted_indexes[index_key])}"
+            )
