@@ -55,17 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the whole run, like a script or `manage.py tenant create` loop).",
     )
     parser.add_argument(
-        "--install-clone-function-once",
-        action="store_true",
-        help="What-if for the proposed fix: install django-tenants' clone_schema SQL "
-        "function once at the start instead of before every clone, as "
-        "CloneSchema.clone_schema does.",
-    )
-    parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="Also time the phases of each creation (schema_create, the "
-        "clone_schema function install, the clone itself, the rest).",
+        help="Also time the phases of each creation (schema_create, the clone "
+        "inside it, the rest of tenant_create).",
     )
     parser.add_argument(
         "--profile",
@@ -138,34 +131,26 @@ class PhaseTimer:
 
 
 @contextmanager
-def clone_function_installed_once() -> Iterator[None]:
-    """Install the clone_schema function now, and make CloneSchema skip reinstalling it."""
-    from django_tenants.clone import CloneSchema
-
-    original = CloneSchema._create_clone_schema_function
-    original(CloneSchema())
-    CloneSchema._create_clone_schema_function = lambda self: None  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        CloneSchema._create_clone_schema_function = original  # type: ignore[method-assign]
-
-
-@contextmanager
 def phases() -> Iterator[PhaseTimer]:
-    from django_tenants.clone import CloneSchema
-
+    """Time schema_create and, inside it, whichever clone implementation is in use."""
     from tenants import provisioning
 
     timer = PhaseTimer()
     timer.wrap(provisioning, "schema_create", "schema_create")
     timer.wrap(provisioning, "template_is_current", "schema_create: template_is_current")
-    timer.wrap(CloneSchema, "clone_schema", "schema_create: CloneSchema.clone_schema")
-    timer.wrap(
-        CloneSchema,
-        "_create_clone_schema_function",
-        "schema_create: clone: install clone_schema function",
-    )
+    if hasattr(provisioning, "clone_schema"):  # tenants.cloning.clone_schema
+        timer.wrap(provisioning, "clone_schema", "schema_create: clone_schema")
+    try:  # django-tenants' plpgsql clone, if provisioning still goes through it
+        from django_tenants.clone import CloneSchema
+
+        timer.wrap(CloneSchema, "clone_schema", "schema_create: CloneSchema.clone_schema")
+        timer.wrap(
+            CloneSchema,
+            "_create_clone_schema_function",
+            "schema_create: CloneSchema: (re)install the clone_schema SQL function",
+        )
+    except ImportError:
+        pass
     try:
         yield timer
     finally:
@@ -285,8 +270,7 @@ def print_report(results: dict[str, Any]) -> None:
     )
     print(
         f"run {results['run_id']}: {c['count']} tenants created ({c['connection']} "
-        f"database connection, clone_schema function {c['clone_function']}), method: "
-        + ", ".join(f"{k} x{v}" for k, v in c["methods"].items())
+        "database connection), method: " + ", ".join(f"{k} x{v}" for k, v in c["methods"].items())
     )
     print(
         "tenant_create seconds per tenant: "
@@ -357,8 +341,6 @@ def main(argv: list[str] | None = None) -> int:
         results["machine"] = machine()
 
         with ExitStack() as stack:
-            if args.install_clone_function_once:
-                stack.enter_context(clone_function_installed_once())
             timer = stack.enter_context(phases()) if args.breakdown else None
             seconds, methods = create_tenants(
                 run_id, 0, args.count, created, timer, args.fresh_connection
@@ -367,9 +349,6 @@ def main(argv: list[str] | None = None) -> int:
             "count": len(seconds),
             "methods": dict(methods),
             "connection": "fresh per tenant" if args.fresh_connection else "one for the run",
-            "clone_function": "installed once"
-            if args.install_clone_function_once
-            else "reinstalled per clone",
             "method": "+".join(sorted(methods)),
             "first": seconds[0],
             **summary(seconds),

@@ -1,10 +1,12 @@
-"""Copy the migrated template schema into a new tenant schema, in time independent of the
-number of tenants.
+"""Copy the migrated template schema into a new tenant schema with plain DDL.
 
-django-tenants' `clone_schema` plpgsql function queries `information_schema` for every table
-and column it copies; those views scan the catalogue of the whole database, so each new
-tenant took longer than the last (0.5 s for the tenth, 3.4 s for the fiftieth here). This
-copy reads only the template's own catalogue rows:
+django-tenants' `CloneSchema` re-installs its 4,600-line plpgsql `clone_schema` function
+before every clone. On a connection that lives on (a worker, a script, web workers with
+persistent connections) each re-install left compiled functions and thousands of cached plans
+behind, so every tenant took longer than the last (0.34 s rising to 2.9 s over 50; measured in
+BENCHMARKS.md with pg_backend_memory_contexts). It also gave unique constraints PostgreSQL's
+default names, which breaks later migrations that drop them by name. This copy installs no
+function and reads only the template's own catalogue rows:
 
 1. `CREATE TABLE new.t (LIKE template.t INCLUDING ALL)` for every table (columns, defaults,
    identity, NOT NULL and CHECK constraints, indexes, primary and unique keys);
