@@ -100,6 +100,23 @@ class TokenCreateForm(forms.Form):
             return None
         return timezone.make_aware(datetime.combine(day + timedelta(days=1), time.min))
 
+    def create_token(self, *, user: Any, request: Any) -> tuple[Any, str] | None:
+        """Create the token from the valid form: (token, raw value), or None with the
+        service's errors put next to the fields."""
+        from accounts import services
+
+        try:
+            return services.api_token_create(
+                request=request,
+                user=user,
+                name=self.cleaned_data["name"],
+                scope=self.cleaned_data["scope"],
+                expires_at=self.expires_at(),
+            )
+        except ValidationError as error:
+            self.apply_service_errors(error)
+            return None
+
     def apply_service_errors(self, error: ValidationError) -> None:
         if hasattr(error, "error_dict") and "expires_at" in error.error_dict:
             error.error_dict["expires_on"] = error.error_dict.pop("expires_at")

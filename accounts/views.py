@@ -216,19 +216,9 @@ class TokenListView(CapabilityRequiredMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         form = self.form(request.POST)
-        if form.is_valid():
-            try:
-                token, raw = services.api_token_create(
-                    request=request,
-                    user=self.user,
-                    name=form.cleaned_data["name"],
-                    scope=form.cleaned_data["scope"],
-                    expires_at=form.expires_at(),
-                )
-            except ValidationError as error:
-                form.apply_service_errors(error)
-            else:
-                return _token_created(request, token, raw, reverse("token_list"))
+        created = form.create_token(user=self.user, request=request) if form.is_valid() else None
+        if created is not None:
+            return _token_created(request, *created, reverse("token_list"))
         return self.page(form)
 
     @cached_property
@@ -467,21 +457,9 @@ class UserDetailView(TargetUserMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         """A token for this user, e.g. a store-only token for a modality's service account."""
         form = self.token_form(request.POST)
-        if form.is_valid():
-            try:
-                token, raw = services.api_token_create(
-                    request=request,
-                    user=self.target,
-                    name=form.cleaned_data["name"],
-                    scope=form.cleaned_data["scope"],
-                    expires_at=form.expires_at(),
-                )
-            except ValidationError as error:
-                form.apply_service_errors(error)
-            else:
-                return _token_created(
-                    request, token, raw, reverse("user_detail", args=[self.target.pk])
-                )
+        created = form.create_token(user=self.target, request=request) if form.is_valid() else None
+        if created is not None:
+            return _token_created(request, *created, reverse("user_detail", args=[self.target.pk]))
         return self.page(form)
 
     def token_form(self, data: Any = None) -> TokenCreateForm:
