@@ -234,3 +234,31 @@ def purge_tenants_after(live_portal: LiveServer, django_db_blocker) -> Iterator[
                 tenant_delete(tenant=tenant, actor="test", confirm_slug=tenant.slug)
             if tenant.status == TenantStatus.DELETED:
                 tenant_purge(tenant=tenant)
+
+
+TENANT_ADMIN_PASSWORD = "Quartz-Lantern-9135-river"
+
+
+@pytest.fixture
+def committed_tenant(
+    purge_tenants_after: list[str],
+    django_db_blocker,  # type: ignore[no-untyped-def]
+) -> Callable[[str, str], str]:
+    """Make a committed tenant (slug `<prefix>-<random>`) whose admin logs in as `admin` with
+    TENANT_ADMIN_PASSWORD; it is deleted and purged after the test."""
+    from tenants.services import tenant_create
+
+    def make(prefix: str, name: str) -> str:
+        slug = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        purge_tenants_after.append(slug)
+        with public_schema(django_db_blocker):
+            tenant_create(
+                slug=slug,
+                name=name,
+                admin_email=f"it@{slug}.example",
+                admin_password=TENANT_ADMIN_PASSWORD,
+                created_by="browser-test",
+            )
+        return slug
+
+    return make

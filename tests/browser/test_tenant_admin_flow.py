@@ -2,17 +2,13 @@
 changes the AE title, and finds all three in the audit log."""
 
 import re
-import uuid
 from collections.abc import Callable
 
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from tenants.services import tenant_create
-from tests.browser.conftest import LiveServer, public_schema
+from tests.browser.conftest import TENANT_ADMIN_PASSWORD, LiveServer
 from tests.browser.test_superadmin_flow import log_in
-
-ADMIN_PASSWORD = "Quartz-Lantern-9135-river"
 
 
 def label(text: str) -> re.Pattern[str]:
@@ -25,22 +21,12 @@ def label(text: str) -> re.Pattern[str]:
 def test_tenant_admin_invites_adds_medium_changes_ae_title_and_audits(
     live_portal: LiveServer,
     new_context: Callable[[], BrowserContext],
-    purge_tenants_after: list[str],
-    django_db_blocker,  # type: ignore[no-untyped-def]
+    committed_tenant: Callable[[str, str], str],
 ) -> None:
-    slug = f"ta-{uuid.uuid4().hex[:6]}"
-    purge_tenants_after.append(slug)
-    with public_schema(django_db_blocker):
-        tenant_create(
-            slug=slug,
-            name="Admin Flow Clinic",
-            admin_email=f"it@{slug}.example",
-            admin_password=ADMIN_PASSWORD,
-            created_by="browser-test",
-        )
+    slug = committed_tenant("ta", "Admin Flow Clinic")
     site = live_portal.tenant_url(slug)
     page = new_context().new_page()
-    log_in(page, site, "admin", ADMIN_PASSWORD)
+    log_in(page, site, "admin", TENANT_ADMIN_PASSWORD)
     expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
     nav = page.get_by_role("navigation", name="Sections")
 

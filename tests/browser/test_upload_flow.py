@@ -4,7 +4,6 @@ study and sees its thumbnails; a real Celery worker does the ingest."""
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,11 +11,13 @@ import pytest
 from playwright.sync_api import BrowserContext, expect
 from pydicom.data import get_testdata_file
 
-from tenants.services import tenant_create
-from tests.browser.conftest import PROJECT_ROOT, LiveServer, _test_database_url, public_schema
+from tests.browser.conftest import (
+    PROJECT_ROOT,
+    TENANT_ADMIN_PASSWORD,
+    LiveServer,
+    _test_database_url,
+)
 from tests.browser.test_superadmin_flow import log_in
-
-PASSWORD = "Copper-Meadow-4471-signal"
 
 
 @pytest.fixture
@@ -72,22 +73,12 @@ def test_upload_in_the_browser_then_open_the_study_with_thumbnails(
     live_portal: LiveServer,
     celery_worker_process: None,
     new_context: Callable[[], BrowserContext],
-    purge_tenants_after: list[str],
-    django_db_blocker,  # type: ignore[no-untyped-def]
+    committed_tenant: Callable[[str, str], str],
 ) -> None:
-    slug = f"up-{uuid.uuid4().hex[:6]}"
-    purge_tenants_after.append(slug)
-    with public_schema(django_db_blocker):
-        tenant_create(
-            slug=slug,
-            name="Upload Clinic",
-            admin_email=f"it@{slug}.example",
-            admin_password=PASSWORD,
-            created_by="browser-test",
-        )
+    slug = committed_tenant("up", "Upload Clinic")
     site = live_portal.tenant_url(slug)
     page = new_context().new_page()
-    log_in(page, site, "admin", PASSWORD)
+    log_in(page, site, "admin", TENANT_ADMIN_PASSWORD)
 
     page.get_by_role("navigation", name="Sections").get_by_role("link", name="Upload").click()
     files = [get_testdata_file(name, download=False) for name in ("CT_small.dcm", "MR_small.dcm")]
