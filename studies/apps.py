@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class StudiesConfig(AppConfig):
     name = "studies"
     verbose_name = "Studies and storage"
+
+    def ready(self) -> None:
+        from studies import lookups
+
+        lookups.register()

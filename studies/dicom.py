@@ -62,6 +62,7 @@ class ParsedInstance:
     rows: int | None = None
     columns: int | None = None
     number_of_frames: int | None = None
+    bits_allocated: int | None = None
     specific_character_set: str = ""
 
     @property
@@ -198,6 +199,7 @@ def parse_dataset(dataset: Dataset, *, transfer_syntax_uid: str) -> ParsedInstan
             rows=_int(dataset, "Rows"),
             columns=_int(dataset, "Columns"),
             number_of_frames=_int(dataset, "NumberOfFrames"),
+            bits_allocated=_int(dataset, "BitsAllocated"),
             specific_character_set=_text(dataset, "SpecificCharacterSet"),
         )
     except RecursionError:

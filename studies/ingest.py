@@ -423,6 +423,7 @@ def _index(parsed: ParsedInstance, stored: StoredFile, existing: Instance | None
         "rows": parsed.rows,
         "columns": parsed.columns,
         "number_of_frames": parsed.number_of_frames,
+        "bits_allocated": parsed.bits_allocated,
         "medium": stored.medium,
         "relative_path": stored.relative_path,
         "size_bytes": stored.size,

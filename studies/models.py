@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import OpClass
 from django.db import models
 from django.db.models.functions import Upper
 
@@ -125,7 +126,11 @@ class Study(models.Model):
             models.Index(fields=["accession_number"]),
             models.Index(fields=["study_date"]),
             models.Index(fields=["received_at"]),
-            models.Index(Upper("patient_name"), name="study_patient_name_upper"),
+            # text_pattern_ops: serves `UPPER(name) LIKE 'DOE%'` (wildcards) and equality.
+            models.Index(
+                OpClass(Upper("patient_name"), name="text_pattern_ops"),
+                name="study_patient_name_pattern",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -166,6 +171,7 @@ class Instance(models.Model):
     rows = models.PositiveIntegerField(null=True, blank=True)
     columns = models.PositiveIntegerField(null=True, blank=True)
     number_of_frames = models.PositiveIntegerField(null=True, blank=True)
+    bits_allocated = models.PositiveSmallIntegerField(null=True, blank=True)
     medium = models.ForeignKey(StorageMedium, on_delete=models.PROTECT, related_name="instances")
     relative_path = models.CharField(max_length=255)
     size_bytes = models.BigIntegerField()
