@@ -6,6 +6,7 @@ from configuration import views
 
 urlpatterns = [
     path("", views.SettingsView.as_view(), name="settings"),
+    path("ohif.json", views.OhifConfigView.as_view(), name="settings_ohif"),
     path("history/", views.SettingChangeListView.as_view(), name="settings_history"),
     path("nodes/new/", views.NodeFormView.as_view(), name="settings_node_create"),
     path("nodes/<int:pk>/", views.NodeFormView.as_view(), name="settings_node_edit"),

@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views import View
@@ -17,6 +17,7 @@ from accounts.permissions import Capability, CapabilityRequiredMixin, has_capabi
 from configuration import forms as f
 from configuration import selectors, services
 from configuration.models import RemoteNode, RetentionRule, SettingChange, TenantSettings
+from configuration.ohif import dicomweb_roots, ohif_config, ohif_config_json
 from configuration.validators import available_timezones
 
 PREVIEW_SALT = "configuration.retention-preview"
@@ -71,6 +72,8 @@ class SettingsView(CapabilityRequiredMixin, TemplateView):
             can_manage=has_capability(self.request.user, Capability.SETTINGS_MANAGE),
             calling_ae=selectors.calling_ae_title(tenant),
             timezones=sorted(available_timezones()),
+            ohif_json=ohif_config_json(tenant, self.request),
+            ohif_dicomweb_root=dicomweb_roots(tenant, self.request)[0],
             **kwargs,
         )
 
@@ -98,6 +101,18 @@ class SettingsView(CapabilityRequiredMixin, TemplateView):
                 return redirect(_settings_url(section))
         messages.error(request, "Nothing was saved: correct the marked fields.")
         return self.render_to_response(self.get_context_data(bound_form=form))
+
+
+class OhifConfigView(CapabilityRequiredMixin, View):
+    """The OHIF data source of the settings page, as a file to download."""
+
+    capability = Capability.SETTINGS_VIEW
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        tenant = request.tenant  # type: ignore[attr-defined]
+        response = JsonResponse(ohif_config(tenant, request), json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="ohif-{tenant.slug}.json"'
+        return response
 
 
 class SettingChangeListView(CapabilityRequiredMixin, ListView):

@@ -31,6 +31,8 @@ PORTAL_MAX_INSTANCE_BYTES = env.int("PORTAL_MAX_INSTANCE_BYTES", default=2 << 30
 PORTAL_INLINE_THUMBNAIL_BYTES = env.int("PORTAL_INLINE_THUMBNAIL_BYTES", default=4 << 20)
 # How many items one tenant's periodic run may process; the next run continues (fairness).
 PORTAL_JOB_BATCH_LIMIT = env.int("PORTAL_JOB_BATCH_LIMIT", default=1000)
+# The most results one QIDO-RS search returns; clients page on with `offset`.
+PORTAL_QIDO_MAX_RESULTS = env.int("PORTAL_QIDO_MAX_RESULTS", default=1000)
 # The largest upload request or API body, and the largest expanded size of an uploaded zip.
 PORTAL_MAX_UPLOAD_BYTES = env.int("PORTAL_MAX_UPLOAD_BYTES", default=20 << 30)
 PORTAL_DEFAULT_QUOTA_BYTES = env.int("PORTAL_DEFAULT_QUOTA_BYTES", default=1 << 40)
@@ -70,6 +72,7 @@ SHARED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_htmx",
+    "corsheaders",
     "portal",
     "dicomnet",
 ]
@@ -101,6 +104,8 @@ TENANT_MIGRATION_EXECUTOR = env("TENANT_MIGRATION_EXECUTOR", default="standard")
 MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.routing.TenantRoutingMiddleware",
+    # After routing (the tenant's origins, prefix stripped), before anything that answers.
+    "portal.cors.TenantCorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.routing.TenantSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -115,6 +120,19 @@ MIDDLEWARE = [
     # Last, as django-axes asks: turns a lockout into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
+
+# CORS only for DICOMweb, only for the origins the active tenant lists (portal/cors.py asks
+# its settings through django-cors-headers' signal). `path_info` is matched after routing,
+# so `/t/<slug>/dicom-web/` (path mode) and proxy prefixes arrive here as `/dicom-web/`.
+CORS_URLS_REGEX = r"^/dicom-web/"
+CORS_ALLOWED_ORIGINS: list[str] = []
+CORS_ALLOW_ALL_ORIGINS = False
+# Viewers send an API token; without Allow-Credentials no other origin can use the session.
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type"]
+CORS_EXPOSE_HEADERS = ["Content-Type", "Content-Length", "Content-Location", "Warning"]
+CORS_PREFLIGHT_MAX_AGE = 600
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # refuses logins while locked out

@@ -23,6 +23,7 @@ urlpatterns = [
     path("settings/", include("configuration.urls")),
     path("audit/", include("audit.urls")),
     path("api/v1/", include(api_v1)),
+    path("dicom-web/", include("studies.dicomweb.urls")),
     path(
         "api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_tenants"), name="api_schema"
     ),

@@ -121,6 +121,12 @@ def ingest_item_stage(
         path.unlink(missing_ok=True)
         _finish_item(item, ItemOutcome.REJECTED, refused.code, refused.message)
         return item
+    except OSError as error:
+        # A full or failing staging disk: the item is closed, so its job can close too.
+        path.unlink(missing_ok=True)
+        reason = f"The file could not be written to staging: {error.strerror or error}."
+        _finish_item(item, ItemOutcome.REJECTED, "staging-failed", reason)
+        raise
     IngestItem.objects.filter(pk=item.pk).update(staged_path=str(path), size_bytes=size)
     IngestJob.objects.filter(pk=job.pk).update(total=F("total") + 1)
     item.staged_path, item.size_bytes = str(path), size
@@ -133,6 +139,15 @@ def ingest_item_refuse(*, job: IngestJob, name: str, code: str, reason: str) -> 
     _finish_item(item, ItemOutcome.REJECTED, code, reason)
     item.refresh_from_db()
     return item
+
+
+def ingest_item_reject(*, item: IngestItem, code: str, reason: str) -> None:
+    """Refuse a pending item before processing: a staged file goes to quarantine with the
+    reason; an item whose staging broke off (no staged file) is just counted as rejected."""
+    if not item.staged_path:
+        _finish_item(item, ItemOutcome.REJECTED, code, reason)
+        return
+    _reject(item, Path(item.staged_path), IngestRefused(code, reason))
 
 
 def _finish_item(item: IngestItem, outcome: str, code: str = "", reason: str = "") -> None:

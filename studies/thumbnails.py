@@ -36,18 +36,18 @@ def render_thumbnail(path: str | os.PathLike[str], *, size: int = 128) -> bytes:
         name = getattr(syntax, "name", "unknown transfer syntax")
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ThumbnailError(f"Pixels cannot be decoded here ({name}): {detail}") from error
-    image = _to_image(ds, pixels)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    image = frame_image(ds, pixels[frames // 2] if frames > 1 else pixels)
     image.thumbnail((size, size))
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()
 
 
-def _to_image(ds: Any, pixels: np.ndarray) -> Image.Image:
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+def frame_image(ds: Any, pixels: np.ndarray) -> Image.Image:
+    """One decoded frame as an 8-bit image: palette applied, greys windowed (VOI LUT or
+    window of the header, else the frame's own range), MONOCHROME1 inverted."""
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        pixels = pixels[frames // 2]
     if getattr(ds, "PhotometricInterpretation", "") == "PALETTE COLOR":
         # Without a usable palette the indices still make a recognisable grey image.
         with contextlib.suppress(Exception):
