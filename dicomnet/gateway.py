@@ -1,4 +1,8 @@
-"""The DICOM gateway: one listening AE for every tenant, routed by the called AE title."""
+"""The DICOM gateway: one listening AE for every tenant, routed by the called AE title.
+
+It answers C-ECHO, stores what C-STORE sends, and serves Query/Retrieve (C-FIND, C-MOVE,
+C-GET, patient and study root; see dicomnet/queryretrieve.py) from the called tenant's index.
+"""
 
 import io
 import logging
@@ -6,6 +10,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -13,7 +18,7 @@ from typing import Any, cast
 from django.db import close_old_connections, connections
 from django_tenants.utils import tenant_context
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -23,6 +28,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from configuration.selectors import node_is_allowed
+from dicomnet import queryretrieve
 from portal.schemas import tenant_connection
 from studies.ingest import (
     ingest_item_process,
@@ -58,6 +64,8 @@ _UNSAFE_NAME = re.compile(r"[^0-9A-Za-z.]+")
 
 # An archive keeps what it receives as it was sent, so every public transfer syntax is taken.
 TRANSFER_SYNTAXES = [str(uid) for uid in AllTransferSyntaxes]
+# Query/Retrieve identifiers are small: the two little endian syntaxes every peer offers.
+QUERY_TRANSFER_SYNTAXES = [str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)]
 
 
 @dataclass(frozen=True)
@@ -159,9 +167,15 @@ class DicomGateway:
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = MAX_ASSOCIATIONS
         # The acceptor has no 128-context limit (that bounds what a requestor proposes).
+        # Both roles: a C-STORE requestor proposes no role and gets us as SCP; a C-GET
+        # requestor proposes itself as storage SCP (PS3.4 C.4.3) and gets us as its SCU.
         for context in AllStoragePresentationContexts:
-            self.ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
+            self.ae.add_supported_context(
+                str(context.abstract_syntax), TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
         self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES[:4])
+        for sop_class in queryretrieve.SOP_CLASSES:
+            self.ae.add_supported_context(sop_class, QUERY_TRANSFER_SYNTAXES)
         self._sessions: dict[Association, Session] = {}
         self._lock = threading.Lock()
 
@@ -171,6 +185,9 @@ class DicomGateway:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_C_GET, self._on_get),
         ]
 
     def server(self, host: str, port: int) -> ThreadedAssociationServer:
@@ -303,6 +320,49 @@ class DicomGateway:
                 item.reason,
             )
         return status_dataset(status, item.reason if status != SUCCESS else "")
+
+    # Query/Retrieve: pynetdicom consumes what these return in this association's thread.
+    # They read the index inside the tenant's schema before returning; what they return
+    # yields without touching the database.
+
+    def _on_find(self, event: Event) -> Iterator[Any]:
+        session = self._session(event)
+        return queryretrieve.find(
+            tenant=session.tenant,
+            peer=session.peer,
+            sop_class_uid=str(event.context.abstract_syntax),
+            identifier=event.identifier,
+            is_cancelled=lambda: bool(event.is_cancelled),
+        )
+
+    def _on_move(self, event: Event) -> Iterator[Any]:
+        session = self._session(event)
+        return queryretrieve.move(
+            tenant=session.tenant,
+            peer=session.peer,
+            sop_class_uid=str(event.context.abstract_syntax),
+            identifier=event.identifier,
+            destination_ae=str(event.move_destination or ""),
+            is_cancelled=lambda: bool(event.is_cancelled),
+        )
+
+    def _on_get(self, event: Event) -> Iterator[Any]:
+        session = self._session(event)
+        return queryretrieve.get(
+            tenant=session.tenant,
+            peer=session.peer,
+            sop_class_uid=str(event.context.abstract_syntax),
+            identifier=event.identifier,
+            is_cancelled=lambda: bool(event.is_cancelled),
+        )
+
+    def _session(self, event: Event) -> Session:
+        """The association's session; a fresh connection if the last one went stale."""
+        session = self._sessions.get(event.assoc)
+        if session is None:  # cannot happen: unaccepted associations get no requests
+            raise RuntimeError("request on an association without a session")
+        close_old_connections()
+        return session
 
 
 class GatewayRequestHandler(RequestHandler):

@@ -1,4 +1,4 @@
-"""`manage.py dicom_gateway`: C-ECHO and C-STORE for every tenant on one port."""
+"""`manage.py dicom_gateway`: C-ECHO, C-STORE and Query/Retrieve for every tenant on one port."""
 
 import logging
 import signal
@@ -13,9 +13,10 @@ from dicomnet.gateway import DEFAULT_AE_TITLE, DicomGateway
 
 class Command(BaseCommand):
     help = (
-        "Run the DICOM gateway (C-ECHO, C-STORE). One port serves every tenant: the called "
-        "AE title picks the tenant; unknown titles, suspended tenants and, where a tenant "
-        "requires it, unknown calling nodes are rejected at association time."
+        "Run the DICOM gateway (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET). One port serves "
+        "every tenant: the called AE title picks the tenant; unknown titles, suspended "
+        "tenants and, where a tenant requires it, unknown calling nodes are rejected at "
+        "association time. C-MOVE sends only to the tenant's listed remote nodes."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
