@@ -41,6 +41,11 @@ urlpatterns = [
     path(f"{SERIES}/metadata", wado.MetadataView.as_view(), name="dicomweb_series_metadata"),
     path(f"{INSTANCE}/metadata", wado.MetadataView.as_view(), name="dicomweb_instance_metadata"),
     path(f"{INSTANCE}/frames/<str:frames>", wado.FramesView.as_view(), name="dicomweb_frames"),
+    path(
+        f"{INSTANCE}/frames/<str:frames>/rendered",
+        wado.RenderedView.as_view(),
+        name="dicomweb_frame_rendered",
+    ),
     path(f"{INSTANCE}/bulk/<str:tag>", wado.BulkDataView.as_view(), name="dicomweb_bulkdata"),
     path(f"{STUDY}/rendered", wado.RenderedView.as_view(), name="dicomweb_study_rendered"),
     path(f"{SERIES}/rendered", wado.RenderedView.as_view(), name="dicomweb_series_rendered"),

@@ -33,7 +33,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -539,7 +539,10 @@ def frame_answers(ranges: list[MediaRange], stored: str) -> tuple[list[FrameAnsw
             reasons.append("Frames are sent as multipart/related.")
             continue
         part_type, syntax = media_range.part_type or OCTETS, media_range.syntax
-        if part_type == OCTETS:
+        if part_type in {"*/*", "*"}:
+            # Any part type: PS3.18's default for frames (uncompressed) first, then as stored.
+            answers += [FrameAnswer(True, OCTETS), FrameAnswer(False, stored_type)]
+        elif part_type == OCTETS:
             if syntax is None or syntax in UNCOMPRESSED:
                 answers.append(FrameAnswer(True, OCTETS))
             elif syntax in {"*", stored}:
@@ -906,7 +909,8 @@ class BulkDataView(WadoView):
         ranges = accepted(request)
         single = any(r.media_type == OCTETS for r in ranges)
         if not single and not any(
-            r.anything or (r.media_type == "multipart/related" and r.part_type in {OCTETS, ""})
+            r.anything
+            or (r.media_type == "multipart/related" and r.part_type in {OCTETS, "", "*/*", "*"})
             for r in ranges
         ):
             raise _not_acceptable("bulk data", ranges, [f"Bulk data is offered as {OCTETS}."])
@@ -937,9 +941,15 @@ class RenderedView(WadoView):
         study: str,
         series: str | None = None,
         instance: str | None = None,
+        frames: str | None = None,
     ) -> HttpResponseBase:
         target = find_target(study, series, instance)
         how = self.rendering(request)
+        if frames is not None:
+            # One frame of the instance (PS3.18 10.4.1.1.4: `.../frames/{n}/rendered`).
+            if not frames.isdigit() or int(frames) < 1:
+                raise DicomWebError(400, f"Render one frame, numbered from 1; got {frames!r}.")
+            how = replace(how, frame=int(frames))
         shown = shown_instance(target)
         path, _size = stored_file(shown)
         image = render(path, how)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import numpy as np
 import pydicom
 import pytest
 from django.db import connection
@@ -398,6 +399,11 @@ def test_jpeg_ls_frames_are_decoded_to_their_pixels(archive, viewer):
     )
     [(_headers, data)] = parts_of(response)
     assert data == jpeg_ls.pixel_array.tobytes()
+    # Any part type (dicomweb-client's default) gets PS3.18's default: uncompressed.
+    any_part = viewer.get(
+        frames_url(archive, jpeg_ls, "1"), HTTP_ACCEPT='multipart/related; type="*/*"'
+    )
+    assert parts_of(any_part)[0][1] == data
 
 
 @pytest.mark.parametrize(
@@ -481,6 +487,19 @@ def test_rendered_parameters_that_are_refused(archive, viewer, query, accept, st
     response = viewer.get(url, HTTP_ACCEPT=accept) if accept else viewer.get(url)
     assert response.status_code == status
     assert why in reason(response)
+
+
+def test_one_frame_is_rendered_by_number(archive, viewer):
+    rle = archive.rle
+    base = f"{archive.path(rle)}/instances/{rle.SOPInstanceUID}/frames"
+    frames = [np.asarray(image_of(viewer.get(f"{base}/{n}/rendered"), "png")) for n in (1, 2)]
+    assert frames[0].shape == rle.pixel_array[0].shape
+    # The two frames differ, and each is its own frame rather than the first twice.
+    assert not np.array_equal(frames[0], frames[1])
+    assert viewer.get(f"{base}/3/rendered").status_code == 404
+    for bad in ("0", "1,2", "x"):
+        refused = viewer.get(f"{base}/{bad}/rendered")
+        assert refused.status_code == 400 and "numbered from 1" in reason(refused)
 
 
 def test_pixels_that_cannot_be_decoded_cannot_be_rendered(archive, viewer):
