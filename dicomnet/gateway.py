@@ -31,6 +31,8 @@ from configuration.selectors import node_is_allowed
 from dicomnet import queryretrieve
 from portal.schemas import tenant_connection
 from studies.ingest import (
+    OUT_OF_RESOURCES_CODES,
+    STORED_OUTCOMES,
     ingest_item_process,
     ingest_item_stage,
     ingest_job_create,
@@ -56,8 +58,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
 # Refusals that say nothing about the file: the sender may retry once space is made.
-OUT_OF_RESOURCES_CODES = frozenset({"quota", "no-medium", "too-large"})
-STORED_OUTCOMES = frozenset({ItemOutcome.STORED, ItemOutcome.REPLACED, ItemOutcome.DUPLICATE})
 ERROR_COMMENT_LENGTH = 64  # ErrorComment is an LO
 
 _UNSAFE_NAME = re.compile(r"[^0-9A-Za-z.]+")

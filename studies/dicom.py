@@ -73,7 +73,7 @@ class ParsedInstance:
 
 
 def is_valid_uid(value: str) -> bool:
-    return 0 < len(value) <= MAX_UID_LENGTH and bool(UID_RE.match(value))
+    return 0 < len(value) <= MAX_UID_LENGTH and bool(UID_RE.fullmatch(value))
 
 
 def is_storage_sop_class(uid: str) -> bool:

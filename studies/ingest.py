@@ -47,6 +47,13 @@ BATCH_SIZE = 50
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+# Outcomes a sender may treat as "the archive has it" (a kept duplicate included), and the
+# refusals that say nothing about the file (retry once room is made): DIMSE and STOW-RS
+# answer with these alike.
+STORED_OUTCOMES = frozenset({ItemOutcome.STORED, ItemOutcome.REPLACED, ItemOutcome.DUPLICATE})
+OUT_OF_RESOURCES_CODES = frozenset({"quota", "no-medium", "too-large"})
+
+
 class IngestRefused(Exception):
     """A file that cannot be taken in, with a stable code and a sentence for people."""
 

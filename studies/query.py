@@ -14,7 +14,8 @@ from datetime import date, time
 from enum import StrEnum
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from studies.dicom import is_valid_uid
@@ -266,6 +267,8 @@ def match_condition(attribute: Attribute, value: str, level: Level) -> Q:
     vr = attribute.vr
     if not attribute.matchable:
         raise QueryError(f"{attribute.keyword} cannot be used as a matching key.")
+    if "\x00" in value:
+        raise QueryError("The value contains a NUL character.")
     if vr == "UI":
         uids = _uid_list(value)
         return Q(**{column: uids[0]}) if len(uids) == 1 else Q(**{f"{column}__in": uids})
@@ -276,6 +279,10 @@ def match_condition(attribute: Attribute, value: str, level: Level) -> Q:
     if vr in {"IS", "US", "SL", "UL", "SS"}:
         return Q(**{column: _integer(value)})
     if attribute.keyword == "ModalitiesInStudy":
+        if set(value) == {"*"}:
+            return Q()
+        if "*" in value or "?" in value:
+            raise QueryError("Only a lone * (any modality) is supported as a wildcard here.")
         modalities = [m.strip().upper() for m in re.split(r"[\\,]", value) if m.strip()]
         return Q(**{f"{column}__overlap": modalities})
     values = [v for v in value.split("\\") if v] or [value]
@@ -357,11 +364,16 @@ class IndexQuery:
             rows = rows.filter(match_condition(series_uid, self.series_instance_uid, self.level))
         for attribute, value in self.matches:
             rows = rows.filter(match_condition(attribute, value, self.level))
-        if self.level == Level.PATIENT:
+        counts = [name for name in self.returns if isinstance(name, str)]
+        if counts:
+            # From the counters each study keeps: one join, and only when asked for.
+            aggregates = {
+                "n_studies": Count("studies"),
+                "n_series": Coalesce(Sum("studies__num_series"), 0),
+                "n_instances": Coalesce(Sum("studies__num_instances"), 0),
+            }
             rows = rows.annotate(
-                n_studies=Count("studies", distinct=True),
-                n_series=Count("studies__series", distinct=True),
-                n_instances=Count("studies__series__instances", distinct=True),
+                **{PATIENT_COUNTS[n]: aggregates[PATIENT_COUNTS[n]] for n in counts}
             )
         return rows.order_by(*ORDERING[self.level])
 
@@ -426,11 +438,20 @@ def dicom_json(query: IndexQuery, row: Mapping[str, Any]) -> dict[str, Any]:
         element: dict[str, Any] = {"vr": item.vr}
         if values:
             if item.vr == "PN":
-                element["Value"] = [{"Alphabetic": v} for v in values]
+                element["Value"] = [person_name(v) for v in values]
             else:
                 element["Value"] = values
         answer[item.tag_hex] = element
     return dict(sorted(answer.items()))
+
+
+PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def person_name(value: str) -> dict[str, str]:
+    """A PN value in DICOM JSON: its `=`-separated component groups by name (PS3.18 F.2.2)."""
+    groups = value.split("=")[: len(PN_GROUPS)]
+    return {name: group for name, group in zip(PN_GROUPS, groups, strict=False) if group}
 
 
 def returned_keywords(items: Iterable[Attribute | str]) -> list[str]:

@@ -10,6 +10,7 @@ leaves exactly one audit row, however many instances it touches.
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,10 @@ from studies.dicomweb.multipart import media_type_parse
 
 logger = logging.getLogger(__name__)
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
+RETRIEVE_URL = "00081190"
 JSON_RESPONSE_TYPES = frozenset({DICOM_JSON, "application/json", "application/*", "*/*"})
 
 
@@ -54,10 +58,19 @@ def error_response(status: int, reason: str, **headers: str) -> HttpResponse:
     return response
 
 
+def printable(text: str, limit: int = 80) -> str:
+    """Client-sent text fit to quote in a reason: ASCII, no control characters, bounded."""
+    ascii_text = text[:limit].encode("ascii", "backslashreplace").decode()
+    return _CONTROL.sub("?", ascii_text)
+
+
 def warning(text: str) -> str:
-    """A `Warning: 299` header value (RFC 7234 form, as PS3.18 uses it)."""
-    quoted = text.replace("\\", "/").replace('"', "'").replace("\r", " ").replace("\n", " ")
-    return f'299 portal "{quoted[:500]}"'
+    """A `Warning: 299` header value (RFC 7234 form, as PS3.18 uses it).
+
+    Header values must be printable ASCII (gunicorn turns anything else into a 500), and
+    reasons may quote what a client sent, so they are cleaned here, once for every view."""
+    quoted = printable(text.replace("\\", "/").replace('"', "'"), limit=500)
+    return f'299 portal "{quoted}"'
 
 
 def accepts_dicom_json(accept: str) -> bool:

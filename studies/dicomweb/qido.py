@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from studies.dicomweb.access import (
     DICOM_JSON,
+    RETRIEVE_URL,
     DicomWebError,
     DicomWebView,
     accepts_dicom_json,
@@ -34,11 +35,17 @@ from studies.query import (
     match_condition,
 )
 
-PARAMETERS = {"includefield", "limit", "offset", "fuzzymatching"}
+PARAMETERS = {"includefield", "limit", "offset", "fuzzymatching", "accept"}
+MAX_OFFSET = 2**31 - 1
+# Stand-ins for the UIDs in a reversed URL; `~` is in no UID, host name or tenant slug.
+URL_PLACEHOLDERS = {
+    "StudyInstanceUID": "~study~",
+    "SeriesInstanceUID": "~series~",
+    "SOPInstanceUID": "~instance~",
+}
 # Elements every answer carries whatever was asked (PS3.18 Tables 10.6.3-3 to -5).
 SPECIFIC_CHARACTER_SET = {"00080005": {"vr": "CS", "Value": ["ISO_IR 192"]}}
 INSTANCE_AVAILABILITY = {"00080056": {"vr": "CS", "Value": ["ONLINE"]}}
-RETRIEVE_URL = "00081190"
 
 
 def max_results() -> int:
@@ -62,7 +69,9 @@ class SearchView(DicomWebView):
     audit_action = "dicomweb.search"
 
     def get(self, request: HttpRequest, study: str | None = None, series: str | None = None):
-        if not accepts_dicom_json(request.headers.get("Accept", "")):
+        # PS3.18 8.3.3.1: an `accept` query parameter stands for the header.
+        accept = request.GET.get("accept", request.headers.get("Accept", ""))
+        if not accepts_dicom_json(accept):
             raise DicomWebError(406, "Search results are available as application/dicom+json only.")
         query = IndexQuery(level=self.level)
         if study is not None:
@@ -78,9 +87,10 @@ class SearchView(DicomWebView):
                     "The number of results exceeded the maximum supported by the server "
                     f"({limit}). Additional results can be requested with offset."
                 )
-        answer = [self._result(request, query, row) for row in rows]
+        url = self._retrieve_url_template(request)
+        answer = [self._result(query, row, url) for row in rows]
         self.audit(
-            object_type=self.level.lower(),
+            object_type=self.level.name.lower(),
             object_id=series or study or "",
             details={"level": self.level.value, "results": len(answer)},
         )
@@ -111,6 +121,10 @@ class SearchView(DicomWebView):
                 limit = min(asked, limit)
             elif key == "offset":
                 offset = _integer("offset", value)
+                if offset > MAX_OFFSET:
+                    raise DicomWebError(400, f"offset must be at most {MAX_OFFSET}.")
+            elif key == "accept":
+                continue  # read before the search
             elif key == "fuzzymatching":
                 if value not in {"true", "false"}:
                     raise DicomWebError(400, "fuzzymatching must be true or false.")
@@ -145,7 +159,7 @@ class SearchView(DicomWebView):
             raise DicomWebError(
                 400,
                 f"{attribute.keyword if attribute else key} cannot be searched at the "
-                f"{self.level.lower()} level here.",
+                f"{self.level.name.lower()} level here.",
             )
         try:
             if value:  # checked now, so a bad date is a 400 that names its parameter
@@ -175,24 +189,26 @@ class SearchView(DicomWebView):
             keywords += DEFAULT_RETURN[Level.STUDY]
         return keywords
 
-    def _result(self, request: HttpRequest, query: IndexQuery, row: dict[str, Any]) -> dict:
+    def _result(self, query: IndexQuery, row: dict[str, Any], url: str) -> dict:
         result = dicom_json(query, row)
         result.update(SPECIFIC_CHARACTER_SET)
-        if self.level == Level.INSTANCE:
+        if self.level in {Level.STUDY, Level.INSTANCE}:
             result.update(INSTANCE_AVAILABILITY)
-        result[RETRIEVE_URL] = {"vr": "UR", "Value": [self._retrieve_url(request, query, row)]}
+        for keyword, placeholder in URL_PLACEHOLDERS.items():
+            if placeholder in url:
+                url = url.replace(placeholder, str(row[BY_KEYWORD[keyword].columns[self.level]]))
+        result[RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
         return dict(sorted(result.items()))
 
-    def _retrieve_url(self, request: HttpRequest, query: IndexQuery, row: dict[str, Any]) -> str:
-        def uid(keyword: str) -> str:
-            return str(row[BY_KEYWORD[keyword].columns[self.level]])
-
-        kwargs = {"study": uid("StudyInstanceUID")}
-        name = "dicomweb_study"
+    def _retrieve_url_template(self, request: HttpRequest) -> str:
+        """The absolute RetrieveURL of this level with placeholders for the UIDs: reversed
+        once per search rather than once per result."""
+        study, series, instance = URL_PLACEHOLDERS.values()
+        kwargs, name = {"study": study}, "dicomweb_study"
         if self.level in {Level.SERIES, Level.INSTANCE}:
-            kwargs["series"], name = uid("SeriesInstanceUID"), "dicomweb_series"
+            kwargs["series"], name = series, "dicomweb_series"
         if self.level == Level.INSTANCE:
-            kwargs["instance"], name = uid("SOPInstanceUID"), "dicomweb_instance"
+            kwargs["instance"], name = instance, "dicomweb_instance"
         return request.build_absolute_uri(reverse(name, kwargs=kwargs))
 
 

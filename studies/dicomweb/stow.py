@@ -29,11 +29,14 @@ from django.urls import reverse
 from accounts.permissions import Capability
 from studies.dicom import DEFER_BYTES, DicomParseError, is_valid_uid, parse_file
 from studies.dicomweb.access import (
+    DICOM,
     DICOM_JSON,
+    RETRIEVE_URL,
     DicomWebError,
     DicomWebView,
     accepts_dicom_json,
     checked_uid,
+    printable,
     warning,
 )
 from studies.dicomweb.multipart import (
@@ -43,6 +46,8 @@ from studies.dicomweb.multipart import (
     multipart_parts,
 )
 from studies.ingest import (
+    OUT_OF_RESOURCES_CODES,
+    STORED_OUTCOMES,
     IngestRefused,
     ingest_item_refuse,
     ingest_item_reject,
@@ -56,12 +61,10 @@ from studies.uploads import max_upload_bytes
 
 logger = logging.getLogger(__name__)
 
-DICOM = "application/dicom"
 MULTIPART_RELATED = "multipart/related"
 METADATA_TYPES = frozenset({"application/dicom+json", "application/dicom+xml"})
 
 # Store Instances Response Module (PS3.18 Table I.1-1) and the SOP Instance Reference Macro.
-RETRIEVE_URL = "00081190"
 FAILURE_REASON = "00081197"
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
@@ -79,9 +82,7 @@ CANNOT_UNDERSTAND = 0xC000
 STUDY_MISMATCH = 0xC409
 FAILURE_REASONS = {
     # As the gateway answers: refusals that say nothing about the file, retry once room is made.
-    "quota": OUT_OF_RESOURCES,
-    "no-medium": OUT_OF_RESOURCES,
-    "too-large": OUT_OF_RESOURCES,
+    **dict.fromkeys(OUT_OF_RESOURCES_CODES, OUT_OF_RESOURCES),
     "not-storable": SOP_CLASS_NOT_SUPPORTED,
     # A Type 1 attribute of every composite IOD is absent: the data set breaks its SOP class.
     "missing-uid": DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
@@ -93,7 +94,6 @@ FAILURE_REASONS = {
     "no-transfer-syntax": CANNOT_UNDERSTAND,
     "study-mismatch": STUDY_MISMATCH,
 }
-STORED_OUTCOMES = frozenset({ItemOutcome.STORED, ItemOutcome.REPLACED, ItemOutcome.DUPLICATE})
 OTHER_MEDIA_TYPE = "unsupported-media-type"
 MALFORMED_BODY = "malformed-request"
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -181,7 +181,8 @@ def stow_receive(*, request: HttpRequest, boundary: str, received: Received) -> 
                 job=job,
                 name=name,
                 code=OTHER_MEDIA_TYPE,
-                reason=f"Part {index} is {part.content_type}, not {DICOM}; it was not read.",
+                reason=f"Part {index} is {printable(part.content_type)}, not {DICOM}; "
+                "it was not read.",
             )
             received.other_media_types += 1
             continue

@@ -426,3 +426,44 @@ def test_path_mode_urls_keep_the_tenant_prefix(archive, alpha, make_user):
         f"http://localhost/t/alpha/dicom-web/studies/{archive['doe']['study']}"
     )
     assert json.dumps(result).count("alpha") == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"PatientName": "a\x00b"}, "NUL"),
+        ({"AccessionNumber": "\x00"}, "NUL"),
+        ({"offset": "100000000000000000000"}, "at most"),
+        ({"ModalitiesInStudy": "C*"}, "lone *"),
+    ],
+)
+def test_values_the_database_cannot_take_are_400_not_500(archive, viewer_client, params, reason):
+    response = search(viewer_client, **params)
+    assert response.status_code == 400
+    assert reason in response.json()["detail"]
+
+
+def test_any_modality_matches_every_study(archive, viewer_client):
+    assert len(study_uids(search(viewer_client, ModalitiesInStudy="*"))) == 4
+
+
+def test_the_accept_query_parameter_stands_for_the_header(archive, viewer_client):
+    assert (
+        viewer_client.get("/dicom-web/studies", {"accept": "application/dicom+json"}).status_code
+        == 200
+    )
+    refused = viewer_client.get("/dicom-web/studies", {"accept": "application/dicom+xml"})
+    assert refused.status_code == 406
+
+
+def test_study_results_say_the_instances_are_online(archive, viewer_client):
+    (result,) = search(viewer_client, AccessionNumber="ACC1").json()
+    assert result["00080056"] == {"vr": "CS", "Value": ["ONLINE"]}
+
+
+def test_person_name_component_groups_are_split(alpha, viewer_client):
+    index_study(alpha, name="Yamada^Tarou=山田^太郎=やまだ^たろう", patient_id="JP1")
+    (result,) = search(viewer_client, PatientID="JP1").json()
+    assert result["00100010"]["Value"] == [
+        {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"}
+    ]

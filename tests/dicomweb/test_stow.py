@@ -489,3 +489,19 @@ def test_the_stow_job_shows_on_the_jobs_page(alpha, store_client, make_user):
     page = logged_in(tenant_client(alpha), admin.username).get("/jobs/")
     assert page.status_code == 200
     assert "STOW-RS" in page.content.decode()
+
+
+def test_control_characters_a_client_sent_never_reach_a_header(alpha, store_client):
+    # Gunicorn answers 500 for a header value outside printable ASCII (and NUL would not
+    # even fit a PostgreSQL text column): the reason quotes the part's type, cleaned.
+    from gunicorn.http.wsgi import HEADER_VALUE_RE
+
+    good, good_ds = dicom("MR_small.dcm")
+    answer = stow(
+        store_client,
+        body(good, ("application/\x01evil\x00\x7f", b"x"), ("text/ünïcode", b"y")),
+    )
+    assert answer.status_code == 202, answer.content
+    assert HEADER_VALUE_RE.fullmatch(answer["Warning"])
+    assert "application/?evil??" in answer["Warning"]
+    assert set(instances(alpha)) == {good_ds.SOPInstanceUID}

@@ -72,3 +72,9 @@ def test_higher_level_attributes_are_seen_through_their_relations():
 def test_malformed_values_are_refused(keyword, value):
     with pytest.raises(QueryError):
         match_condition(BY_KEYWORD[keyword], value, Level.SERIES)
+
+
+def test_a_uid_with_a_trailing_newline_is_not_a_uid():
+    from studies.dicom import is_valid_uid
+
+    assert is_valid_uid("1.2.3") and not is_valid_uid("1.2.3\n")
