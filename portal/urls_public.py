@@ -11,7 +11,9 @@ urlpatterns = [
     path("account/", include("portal.urls_accounts")),
     path("tenants/", views.FleetView.as_view(), name="fleet"),
     path("tenants/new/", views.TenantCreateView.as_view(), name="tenant_create"),
+    path("tenants/usage.csv", views.UsageExportView.as_view(), name="usage_export"),
     path("tenants/<slug:slug>/", views.TenantDetailView.as_view(), name="tenant_detail"),
+    path("tenants/<slug:slug>/usage/", views.TenantUsageView.as_view(), name="tenant_usage"),
     path("tenants/<slug:slug>/edit/", views.TenantEditView.as_view(), name="tenant_edit"),
     path(
         "tenants/<slug:slug>/suspend/",

@@ -114,3 +114,46 @@ class TenantEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.action} by {self.actor}"
+
+
+class UsageRecord(models.Model):
+    """What one tenant used on one UTC day, for billing; only aggregates, never PHI.
+
+    Written by `tenants.usage.usage_record_compute` (see its module for how each figure is
+    counted); recomputing a day replaces its row.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_records")
+    day = models.DateField()
+    bytes_by_medium = models.JSONField(
+        default=dict, blank=True, help_text="Medium name to measured bytes."
+    )
+    bytes_total = models.BigIntegerField(default=0)
+    studies_added = models.PositiveIntegerField(default=0)
+    studies_deleted = models.PositiveIntegerField(default=0)
+    instances_added = models.PositiveIntegerField(default=0)
+    instances_deleted = models.PositiveIntegerField(default=0)
+    dicomweb_requests = models.PositiveIntegerField(default=0)
+    dicomweb_bytes_served = models.BigIntegerField(default=0)
+    job_seconds = models.PositiveIntegerField(
+        default=0, help_text="Run time of the periodic job runs that finished that day."
+    )
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "tenant_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day"], name="usagerecord_once_per_day"),
+            models.CheckConstraint(
+                condition=models.Q(bytes_total__gte=0, dicomweb_bytes_served__gte=0),
+                name="usagerecord_bytes_not_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["day"])]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day:%Y-%m-%d}"
+
+    @property
+    def job_minutes(self) -> float:
+        return self.job_seconds / 60

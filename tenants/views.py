@@ -5,12 +5,12 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.mixins import AccessMixin
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 from django.views.generic import FormView, TemplateView
 
-from tenants import selectors, services
+from tenants import selectors, services, usage
 from tenants.forms import (
     GIB,
     DomainForm,
@@ -53,6 +53,7 @@ class FleetView(SuperAdminRequiredMixin, TemplateView):
             rows=rows,
             show_purged=show_purged,
             attention=sum(1 for row in rows if row.needs_attention),
+            usage=usage.usage_overview(),
             **kwargs,
         )
 
@@ -220,3 +221,32 @@ class DomainRemoveView(TenantMixin, View):
         except ValidationError as error:
             messages.error(request, " ".join(error.messages))
         return redirect("tenant_detail", slug=self.tenant.slug)
+
+
+class TenantUsageView(TenantMixin, TemplateView):
+    """One tenant's daily usage records of the last 30 days: charts, table, CSV link."""
+
+    template_name = "tenants/tenant_usage.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(usage=usage.usage_overview(tenant=self.tenant), **kwargs)
+
+
+class UsageExportView(SuperAdminRequiredMixin, View):
+    """`/tenants/usage.csv?from=YYYY-MM-DD&to=YYYY-MM-DD&tenant=slug`: records for billing."""
+
+    def get(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            chosen = usage.usage_filter_parse(request.GET)
+        except ValidationError as error:
+            text = "\n".join(f"{field}: {' '.join(m)}" for field, m in error.message_dict.items())
+            return HttpResponse(text + "\n", status=400, content_type="text/plain")
+        records = usage.usage_records(tenant=chosen.tenant, first=chosen.first, last=chosen.last)
+        name = "-".join(
+            ["usage"]
+            + ([chosen.tenant.slug] if chosen.tenant else [])
+            + [f"{day:%Y%m%d}" for day in (chosen.first, chosen.last) if day]
+        )
+        response = StreamingHttpResponse(usage.usage_csv_rows(records), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+        return response

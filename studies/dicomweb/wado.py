@@ -827,8 +827,9 @@ class MetadataView(WadoView):
         if not instances:
             raise DicomWebError(404, f"The {target.level} {target.uid} has no instances.")
         documents = [self.metadata_of(item, target.study) for item in instances]
-        self.audit_retrieve(target, len(documents), resource="metadata")
-        return HttpResponse(json.dumps(documents, separators=(",", ":")), content_type=DICOM_JSON)
+        body = json.dumps(documents, separators=(",", ":")).encode()
+        self.audit_retrieve(target, len(documents), resource="metadata", bytes=len(body))
+        return HttpResponse(body, content_type=DICOM_JSON)
 
     def metadata_of(self, instance: Instance, study: Study) -> dict[str, Any]:
         path, _size = stored_file(instance)
@@ -880,6 +881,7 @@ class FramesView(WadoView):
                 frames=numbers,
                 decoded=answer.raw and source.compressed,
                 media_type=answer.part_type,
+                bytes=sum(part.length for part in parts),
             )
             return multipart_response(request, MultipartBody(parts, answer.part_type))
         raise _not_acceptable("these frames", ranges, reasons)
@@ -917,8 +919,8 @@ class BulkDataView(WadoView):
         path, _size = stored_file(target.instance)
         element_tag = Tag(int(tag, 16))
         body = bulk_body(path, target.instance.transfer_syntax_uid, element_tag)
-        self.audit_retrieve(target, 1, bulk=f"{element_tag:08X}")
         part = Part(OCTETS, body)
+        self.audit_retrieve(target, 1, bulk=f"{element_tag:08X}", bytes=part.length)
         multipart = MultipartBody([part], OCTETS)
         if single and not any(r.media_type == "multipart/related" for r in ranges):
             return streamed(
@@ -953,7 +955,13 @@ class RenderedView(WadoView):
         shown = shown_instance(target)
         path, _size = stored_file(shown)
         image = render(path, how)
-        self.audit_retrieve(target, 1, rendered=shown.sop_instance_uid, media_type=how.media_type)
+        self.audit_retrieve(
+            target,
+            1,
+            rendered=shown.sop_instance_uid,
+            media_type=how.media_type,
+            bytes=len(image),
+        )
         return HttpResponse(image, content_type=how.media_type)
 
     def rendering(self, request: HttpRequest) -> Rendering:
@@ -1003,7 +1011,7 @@ class WadoUriView(WadoView):
                 Content_Disposition=f'attachment; filename="{target.uid}.dcm"',
             )
         image = render(path, self.rendering(media_type))
-        self.audit_retrieve(target, 1, media_type=media_type)
+        self.audit_retrieve(target, 1, media_type=media_type, bytes=len(image))
         return HttpResponse(image, content_type=media_type)
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from tenants.models import Domain, Tenant
+from tenants.models import Domain, Tenant, UsageRecord
 from tenants.validators import validate_ae_title, validate_slug
 
 
@@ -72,3 +72,29 @@ class TenantCreatedOutput(TenantOutput):
 
     class Meta(TenantOutput.Meta):
         fields = [*TenantOutput.Meta.fields, "set_password_url"]
+
+
+class UsageRecordOutput(serializers.ModelSerializer):
+    tenant = serializers.CharField(source="tenant.slug", read_only=True)
+    bytes_by_medium = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Medium name to measured bytes."
+    )
+    job_minutes = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = UsageRecord
+        fields = [
+            "tenant",
+            "day",
+            "bytes_by_medium",
+            "bytes_total",
+            "studies_added",
+            "studies_deleted",
+            "instances_added",
+            "instances_deleted",
+            "dicomweb_requests",
+            "dicomweb_bytes_served",
+            "job_seconds",
+            "job_minutes",
+            "computed_at",
+        ]

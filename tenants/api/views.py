@@ -1,15 +1,17 @@
-"""Super-admin REST API: the same tenant operations as the site and `manage.py tenant`."""
+"""Super-admin REST API: the same tenant operations as the site and `manage.py tenant`, and
+the daily usage records."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.schemas import current_schema
-from tenants import selectors, services
+from tenants import selectors, services, usage
 from tenants.api import serializers as s
-from tenants.models import Domain, Tenant
+from tenants.models import Domain, Tenant, UsageRecord
 
 
 class IsSuperAdmin(permissions.BasePermission):
@@ -122,3 +124,25 @@ class TenantViewSet(viewsets.GenericViewSet):
             return Response({"detail": "No such domain."}, status=status.HTTP_404_NOT_FOUND)
         services.domain_remove(domain=domain, actor=self._actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UsageRecordViewSet(viewsets.GenericViewSet):
+    """Daily usage records for billing, oldest day first; the same rows as /tenants/usage.csv."""
+
+    permission_classes = [IsSuperAdmin]
+    serializer_class = s.UsageRecordOutput
+    queryset = UsageRecord.objects.none()
+    filter_backends: list[type] = []
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, description="First day (UTC), included."),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="Last day (UTC), included."),
+            OpenApiParameter("tenant", OpenApiTypes.STR, description="A tenant's slug."),
+        ]
+    )
+    def list(self, request: Request) -> Response:
+        chosen = usage.usage_filter_parse(request.query_params)
+        records = usage.usage_records(tenant=chosen.tenant, first=chosen.first, last=chosen.last)
+        page = self.paginate_queryset(records)
+        return self.get_paginated_response(s.UsageRecordOutput(page, many=True).data)
