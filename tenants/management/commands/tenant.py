@@ -1,11 +1,12 @@
-"""`manage.py tenant create|list|show|suspend|resume|delete|restore|purge`."""
+"""`manage.py tenant create|list|show|suspend|resume|delete|restore|purge|export|import|verify`."""
 
 import json
+from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants import selectors, services
+from tenants import backup, selectors, services
 from tenants.links import tenant_base_url
 from tenants.models import Tenant
 
@@ -48,6 +49,71 @@ class Command(BaseCommand):
             "--confirm", required=True, metavar="SLUG", help="The slug again, to confirm."
         )
 
+        export = sub.add_parser(
+            "export",
+            help="Back up one tenant (rows, public facts, files) into a new directory.",
+            description=(
+                "Write the tenant's database rows (CSV per table), its public-schema facts and "
+                "migration state (manifest.json) and its storage root (files/, SHA-256 per "
+                "file) into DIRECTORY, which must be new or empty. manifest.json is written "
+                "last: a directory without it is an unfinished export. Password hashes, "
+                "TOTP devices and API token hashes are included (protect the directory); "
+                "sessions and login-throttle state are not. Suspend the tenant first for an "
+                "exact copy."
+            ),
+        )
+        export.add_argument("slug", metavar="SLUG", help="The tenant to back up.")
+        export.add_argument(
+            "directory", metavar="DIRECTORY", type=Path, help="New or empty target directory."
+        )
+        export.add_argument(
+            "--allow-problems",
+            action="store_true",
+            help="Export even when instance files are missing or differ from the index "
+            "(they are listed in the manifest); without it such an export fails.",
+        )
+
+        restore = sub.add_parser(
+            "import",
+            help="Restore an export as a NEW tenant (nothing or complete).",
+            description=(
+                "Check DIRECTORY's manifest and every file's SHA-256, the migration state and "
+                "that SLUG and the AE title are free, then create SLUG through the normal "
+                "provisioning path and replace its rows and files with the export's, in one "
+                "transaction. Storage media are moved to the new tenant's storage root. The "
+                "users keep their passwords and tokens; nobody is logged in."
+            ),
+        )
+        restore.add_argument(
+            "directory", metavar="DIRECTORY", type=Path, help="A directory written by `export`."
+        )
+        restore.add_argument(
+            "slug", metavar="SLUG", help="The new tenant's slug (never used before)."
+        )
+        restore.add_argument(
+            "--ae-title",
+            help="Called AE title of the new tenant (default: the slug in capitals). The "
+            "source's is taken while the source exists.",
+        )
+        restore.add_argument("--name", help="Display name (default: the source's).")
+        restore.add_argument(
+            "--storage-root",
+            help="Allowed storage root, new or empty (default: PORTAL_STORAGE_ROOT/<slug>).",
+        )
+
+        verify = sub.add_parser(
+            "verify",
+            help="Check an export against its manifest (every SHA-256); changes nothing.",
+            description=(
+                "Read DIRECTORY/manifest.json and check the size and SHA-256 of every file it "
+                "lists, and that the directory holds no other file. Run it on a copy of a "
+                "backup before relying on it; `import` runs the same checks first."
+            ),
+        )
+        verify.add_argument(
+            "directory", metavar="DIRECTORY", type=Path, help="A directory written by `export`."
+        )
+
     def handle(self, *args, **options):
         action, actor = options["action"], options["actor"]
         try:
@@ -55,6 +121,12 @@ class Command(BaseCommand):
                 self._create(options, actor)
             elif action == "list":
                 self._list(options)
+            elif action == "import":
+                self._import(options, actor)
+            elif action == "verify":
+                self._verify(options)
+            elif action == "export":
+                self._export(self._get(options["slug"]), options, actor)
             else:
                 tenant = self._get(options["slug"])
                 if action == "show":
@@ -80,7 +152,7 @@ class Command(BaseCommand):
                 if hasattr(error, "error_dict")
                 else " ".join(error.messages)
             ) from None
-        except services.TenantLifecycleError as error:
+        except (services.TenantLifecycleError, backup.BackupError) as error:
             raise CommandError(str(error)) from None
 
     def _get(self, slug: str) -> Tenant:
@@ -141,3 +213,60 @@ class Command(BaseCommand):
                 f"  {event.at:%Y-%m-%d %H:%M:%S} {event.action:<14} "
                 f"{event.from_status or '-'} -> {event.to_status} by {event.actor}"
             )
+
+    def _export(self, tenant: Tenant, options: dict, actor: str) -> None:
+        manifest = backup.tenant_export(
+            tenant=tenant,
+            target=options["directory"],
+            actor=actor,
+            allow_problems=options["allow_problems"],
+        )
+        for problem in manifest.problems:
+            self.stderr.write(self.style.WARNING(f"problem: {problem}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"exported {tenant.slug}: {len(manifest.tables)} tables, {manifest.rows} rows, "
+                f"{len(manifest.files)} files, {manifest.total_bytes} bytes -> "
+                f"{options['directory']}"
+            )
+        )
+
+    def _import(self, options: dict, actor: str) -> None:
+        tenant = backup.tenant_import(
+            source=options["directory"],
+            slug=options["slug"],
+            actor=actor,
+            name=options["name"],
+            ae_title=options["ae_title"],
+            storage_root=options["storage_root"],
+        )
+        manifest = backup.manifest_verify(options["directory"], check_files=False)
+        for problem in manifest.problems:
+            self.stderr.write(self.style.WARNING(f"exported with problem: {problem}"))
+        custom = [d["domain"] for d in manifest.source.get("domains", []) if not d["is_primary"]]
+        if custom:
+            self.stdout.write(
+                "custom domains not moved (add them once the source no longer has them): "
+                + ", ".join(custom)
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"imported {manifest.source['slug']} as {tenant.slug} (AE title "
+                f"{tenant.ae_title}, root {tenant.storage_root}): {manifest.rows} rows, "
+                f"{len(manifest.files)} files"
+            )
+        )
+        self.stdout.write(f"site:                 {tenant_base_url(tenant)}/")
+
+    def _verify(self, options: dict) -> None:
+        manifest = backup.manifest_verify(options["directory"])
+        for problem in manifest.problems:
+            self.stderr.write(self.style.WARNING(f"exported with problem: {problem}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{options['directory']}: export of {manifest.source['slug']} made "
+                f"{manifest.created_at} by portal {manifest.portal_version}; "
+                f"{len(manifest.tables)} tables, {len(manifest.files)} files, "
+                f"{manifest.total_bytes} bytes, every checksum matches"
+            )
+        )
