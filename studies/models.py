@@ -180,6 +180,8 @@ class Instance(models.Model):
 
     class Meta:
         ordering = ["instance_number", "sop_instance_uid"]
+        # Instances received per day: the dashboard's activity and usage metering.
+        indexes = [models.Index(fields=["received_at"], name="instance_received_at")]
         constraints = [
             models.UniqueConstraint(
                 fields=["medium", "relative_path"], name="instance_file_unique"
