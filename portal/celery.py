@@ -21,6 +21,17 @@ def _tenant_job(job: str, every_seconds: int, spread_seconds: int | None = None)
 # out to tenants with a stagger; run keys (jobs.runs) make a second beat harmless. The night
 # jobs are spread over a few hours only, so that they stay in the night.
 app.conf.beat_schedule = {
+    # Read by /health/ready (portal/health.py); a late copy is dropped, not written as fresh.
+    "singleton-heartbeat": {
+        "task": "portal.singleton_heartbeat",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    # After the :30 storage measurement; a JobRun per hour in public keeps it to one run.
+    "usage-metering": {
+        "task": "tenants.meter_usage",
+        "schedule": crontab(minute=40),
+    },
     "purge-deleted-tenants": {
         "task": "tenants.purge_deleted_tenants",
         "schedule": crontab(minute=17),

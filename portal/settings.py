@@ -1,5 +1,6 @@
 """Settings, read from the environment (and a `.env` file); README lists every variable."""
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -102,6 +103,11 @@ DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 TENANT_MIGRATION_EXECUTOR = env("TENANT_MIGRATION_EXECUTOR", default="standard")
 
 MIDDLEWARE = [
+    # First, before routing and host validation: a request id for every log line, then
+    # /health/* and /metrics for load balancers and scrapers with any Host header.
+    "portal.logs.RequestIdMiddleware",
+    "portal.health.HealthMiddleware",
+    "portal.metrics.MetricsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.routing.TenantRoutingMiddleware",
     # After routing (the tenant's origins, prefix stripped), before anything that answers.
@@ -278,14 +284,49 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_TENANT_CACHE_SECONDS = 30
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / ".var" / "celerybeat-schedule")
 
+# Celery workers keep this logging setup (JSON lines with the task's id and tenant).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The heartbeat task lives beside the readiness check that reads it.
+CELERY_IMPORTS = ["portal.health"]
+
+# `json`: one object per line with tenant and request id (production); `plain` for people.
+LOG_FORMAT = env("LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be 'json' or 'plain'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "portal.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s [%(tenant)s %(request_id)s] %(name)s %(message)s"
+        },
+        "json": {"()": "portal.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Health and metrics (portal/health.py, portal/metrics.py).
+PORTAL_HEALTH_TIMEOUT = env.float("PORTAL_HEALTH_TIMEOUT", default=2.0)
+# /health/ready fails when the singleton's heartbeat is older than this; 0 skips the check.
+PORTAL_HEARTBEAT_MAX_AGE = env.int("PORTAL_HEARTBEAT_MAX_AGE", default=300)
+PORTAL_METRICS_TOKEN = env("PORTAL_METRICS_TOKEN", default="")
+PORTAL_METRICS_ALLOWED_NETWORKS = env.list(
+    "PORTAL_METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"]
+)
+try:
+    for _network in PORTAL_METRICS_ALLOWED_NETWORKS:
+        ipaddress.ip_network(_network, strict=False)
+except ValueError as _error:
+    raise ImproperlyConfigured(f"PORTAL_METRICS_ALLOWED_NETWORKS: {_error}") from None
 
 # Optional override of how tenant URLs are written, e.g. "https://pacs.example.org/{slug}"
 # behind a proxy that maps URL contexts to the X-Tenant header.

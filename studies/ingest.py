@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from audit.services import audit_record
+from portal.metrics import ingest_observe
 from portal.schemas import current_tenant
 from studies.dicom import DicomParseError, ParsedInstance, parse_file
 from studies.models import (
@@ -234,6 +236,15 @@ def ingest_item_process(*, item_id: int) -> str:
     item = IngestItem.objects.select_related("job").get(pk=item_id)
     if item.outcome != ItemOutcome.PENDING:
         return item.outcome
+    started, outcome = time.monotonic(), "error"
+    try:
+        outcome = _process_pending(item)
+        return outcome
+    finally:
+        ingest_observe(source=item.job.source, outcome=outcome, seconds=time.monotonic() - started)
+
+
+def _process_pending(item: IngestItem) -> str:
     staged = Path(item.staged_path)
     try:
         if not staged.is_file():

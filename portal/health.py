@@ -1,0 +1,273 @@
+"""Health endpoints, answered before tenant routing and host validation, and the heartbeat.
+
+`/health/live` says the process serves requests and checks nothing else. `/health/ready` checks
+the database, the broker, that every online filesystem medium of every active tenant takes a
+write, and that the singleton's heartbeat is recent. Both are unauthenticated, so a failing
+check names the part (`alpha / default: not writable (EACCES)`), never a path, host or
+message; the log line of the failure has the details for the operator.
+"""
+
+import errno
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from jobs.tasks import PlatformTask
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "portal:singleton-heartbeat"
+HEARTBEAT_TTL_SECONDS = 24 * 3600
+# A probe result is reused this long, so load balancers polling every few seconds do not
+# write to every disk of every tenant on each poll.
+PROBE_CACHE_SECONDS = 10.0
+MAX_LISTED_FAILURES = 20
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    reason: str = ""
+
+
+@lru_cache(maxsize=8)
+def redis_client(url: str) -> redis.Redis:
+    """A client with short timeouts (cached per URL: its pool keeps the connection)."""
+    timeout = settings.PORTAL_HEALTH_TIMEOUT
+    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+
+
+def _failure(error: BaseException) -> str:
+    code = getattr(error, "errno", None)
+    name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
+    return f"{type(error).__name__}{f' {name}' if name else ''}"
+
+
+def check_database() -> Check:
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            timeout_ms = str(int(settings.PORTAL_HEALTH_TIMEOUT * 1000))
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
+            cursor.execute("SELECT 1")
+    except DatabaseError as error:
+        logger.warning("readiness: database check failed: %s", error)
+        return Check("database", False, f"unavailable ({_failure(error)})")
+    return Check("database", True)
+
+
+def check_broker() -> Check:
+    url = settings.CELERY_BROKER_URL
+    try:
+        if urlsplit(url).scheme in {"redis", "rediss", "unix"}:
+            redis_client(url).ping()
+        else:
+            from kombu import Connection
+
+            with Connection(url, connect_timeout=settings.PORTAL_HEALTH_TIMEOUT) as broker:
+                broker.ensure_connection(max_retries=1)
+    except Exception as error:
+        logger.warning("readiness: broker check failed: %s", error)
+        return Check("broker", False, f"unreachable ({_failure(error)})")
+    return Check("broker", True)
+
+
+def check_singleton() -> Check:
+    """The heartbeat the singleton's beat schedules every minute, written by a worker."""
+    max_age = settings.PORTAL_HEARTBEAT_MAX_AGE
+    if max_age <= 0:
+        return Check("singleton", True, "not checked (PORTAL_HEARTBEAT_MAX_AGE=0)")
+    try:
+        raw = redis_client(settings.REDIS_URL).get(HEARTBEAT_KEY)
+    except redis.RedisError as error:
+        logger.warning("readiness: heartbeat unreadable: %s", error)
+        return Check("singleton", False, f"heartbeat unreadable ({_failure(error)})")
+    if raw is None:
+        return Check("singleton", False, "no heartbeat recorded")
+    try:
+        age = time.time() - float(raw)
+    except (TypeError, ValueError):
+        return Check("singleton", False, "heartbeat unreadable")
+    if age > max_age:
+        return Check("singleton", False, f"last heartbeat {int(age)} s ago (limit {max_age} s)")
+    return Check("singleton", True)
+
+
+@dataclass(frozen=True)
+class MediumRoot:
+    tenant: str
+    medium: str
+    root: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.tenant} / {self.medium}"
+
+
+def online_filesystem_media() -> tuple[list[MediumRoot], list[str]]:
+    """Every active tenant's online filesystem media, read from its schema without switching
+    the search path; and the tenants whose media could not be read."""
+    from django_tenants.utils import quote_schema_name
+
+    from tenants.models import Tenant, TenantStatus
+
+    media: list[MediumRoot] = []
+    unreadable: list[str] = []
+    tenants = Tenant.objects.filter(status=TenantStatus.ACTIVE).exclude(schema_name="public")
+    for slug, schema_name in tenants.order_by("slug").values_list("slug", "schema_name"):
+        sql = (
+            f"SELECT name, root FROM {quote_schema_name(schema_name)}.studies_storagemedium "  # noqa: S608 - quoted generated schema name
+            "WHERE status = %s AND kind = %s ORDER BY name"
+        )
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, ["online", "filesystem"])
+                media += [MediumRoot(slug, name, root) for name, root in cursor.fetchall()]
+        except DatabaseError as error:
+            logger.warning("readiness: media of %s unreadable: %s", slug, error)
+            unreadable.append(slug)
+    return media, unreadable
+
+
+def write_probe(root: str) -> str | None:
+    """Create, fsync and delete a small file in `root`; None when that worked, else why not."""
+    path = Path(root) / f".portal-health-{uuid.uuid4().hex}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"portal health probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+    except OSError as error:
+        return _failure(error)
+    return None
+
+
+class _Probe:
+    """One write probe of one root, run in a daemon thread: a hung disk cannot hang the
+    request, and a probe still hanging is not started again."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.done = threading.Event()
+        self.reason: str | None = None
+        self.finished_at = 0.0
+        threading.Thread(target=self._run, name="health-probe", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.reason = write_probe(self.root)
+        finally:
+            self.finished_at = time.monotonic()
+            self.done.set()
+
+    def fresh(self, now: float) -> bool:
+        return not self.done.is_set() or now - self.finished_at < PROBE_CACHE_SECONDS
+
+
+_probes: dict[str, _Probe] = {}
+_probes_lock = threading.Lock()
+
+
+def probe_roots(roots: list[str], timeout: float) -> dict[str, str | None]:
+    """Why each root is not writable (None: it is), from probes at most a few seconds old."""
+    now = time.monotonic()
+    with _probes_lock:
+        for stale in set(_probes) - set(roots):
+            if _probes[stale].done.is_set():
+                del _probes[stale]
+        for root in roots:
+            probe = _probes.get(root)
+            if probe is None or not probe.fresh(now):
+                _probes[root] = _Probe(root)
+        probes = {root: _probes[root] for root in roots}
+    deadline = now + timeout
+    results: dict[str, str | None] = {}
+    for root, probe in probes.items():
+        finished = probe.done.wait(max(0.0, deadline - time.monotonic()))
+        results[root] = probe.reason if finished else "timed out"
+    return results
+
+
+def check_media() -> Check:
+    try:
+        media, unreadable = online_filesystem_media()
+    except DatabaseError:
+        return Check("media", False, "not checked: the database is unavailable")
+    results = probe_roots(sorted({m.root for m in media}), settings.PORTAL_HEALTH_TIMEOUT)
+    failures = [f"{slug}: media unreadable" for slug in unreadable]
+    for medium in media:
+        reason = results[medium.root]
+        if reason is not None:
+            logger.warning("readiness: %s (%s) not writable: %s", medium.label, medium.root, reason)
+            failures.append(f"{medium.label}: not writable ({reason})")
+    if not failures:
+        return Check("media", True, f"{len(media)} online filesystem media writable")
+    shown = failures[:MAX_LISTED_FAILURES]
+    if len(failures) > len(shown):
+        shown.append(f"and {len(failures) - len(shown)} more")
+    return Check("media", False, "; ".join(shown))
+
+
+def readiness() -> list[Check]:
+    from portal.schemas import tenant_connection
+
+    tenant_connection().set_schema_to_public()
+    database = check_database()
+    media = check_media() if database.ok else Check("media", False, "not checked: no database")
+    return [database, check_broker(), media, check_singleton()]
+
+
+class HealthMiddleware:
+    """Answers /health/live and /health/ready for any Host header, before anything else."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info.rstrip("/")
+        if path not in {"/health/live", "/health/ready"}:
+            return self.get_response(request)
+        if request.method not in {"GET", "HEAD"}:
+            response: HttpResponse = JsonResponse({"status": "method not allowed"}, status=405)
+            response["Allow"] = "GET, HEAD"
+        elif path == "/health/live":
+            response = JsonResponse({"status": "ok"})
+        else:
+            checks = readiness()
+            ok = all(check.ok for check in checks)
+            response = HttpResponse(
+                json.dumps(
+                    {"status": "ok" if ok else "fail", "checks": [asdict(c) for c in checks]}
+                ),
+                content_type="application/json",
+                status=200 if ok else 503,
+            )
+            # Failures are logged above with their details; not once more per poll by Django.
+            response._has_been_logged = True  # type: ignore[attr-defined]
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+@shared_task(base=PlatformTask, name="portal.singleton_heartbeat")
+def singleton_heartbeat() -> float:
+    """Scheduled by the singleton every minute: proves beat and a worker are alive."""
+    now = time.time()
+    redis_client(settings.REDIS_URL).set(HEARTBEAT_KEY, repr(now), ex=HEARTBEAT_TTL_SECONDS)
+    return now

@@ -1,0 +1,142 @@
+"""/metrics: who may scrape it, and what it counts (requests, ingest, queues, storage, jobs)."""
+
+import pytest
+import redis
+from django.test import Client, override_settings
+from django_tenants.utils import schema_context
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from jobs.models import JobRun, JobStatus
+from portal.embedded import embedded_redis
+from studies.models import StorageMedium
+from tests.conftest import tenant_client
+from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
+from tests.studies.test_ingest import bundled, ingest
+
+OUTSIDE = "203.0.113.9"
+
+
+def scrape(**extra: str) -> dict[tuple[str, frozenset], float]:
+    response = Client(HTTP_HOST="10.0.0.5:8000", **extra).get("/metrics")
+    assert response.status_code == 200, response.content[:500]
+    assert response["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_metrics_are_refused_outside_the_allowed_networks(db):
+    assert Client(REMOTE_ADDR=OUTSIDE).get("/metrics").status_code == 403
+    assert Client(REMOTE_ADDR="10.0.0.8", HTTP_HOST="nonsense").get("/metrics").status_code == 403
+
+
+def test_a_local_reverse_proxy_does_not_make_everyone_local(db):
+    # nginx on the same host relays the world from 127.0.0.1: the relayed client is unknown.
+    relayed = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=OUTSIDE)
+    assert relayed.get("/metrics").status_code == 403
+    # A trusted proxy (tests/settings.py) is believed about its client.
+    trusted = Client(REMOTE_ADDR="10.9.8.7", HTTP_X_FORWARDED_FOR="127.0.0.1")
+    assert trusted.get("/metrics").status_code == 200
+    relayed_outsider = Client(REMOTE_ADDR="10.9.8.7", HTTP_X_FORWARDED_FOR=OUTSIDE)
+    assert relayed_outsider.get("/metrics").status_code == 403
+
+
+@override_settings(PORTAL_METRICS_TOKEN="scrape-token-0123456789")
+def test_the_bearer_token_admits_from_anywhere_and_a_wrong_one_nowhere(db):
+    good = "Bearer scrape-token-0123456789"
+    assert Client(REMOTE_ADDR=OUTSIDE, HTTP_AUTHORIZATION=good).get("/metrics").status_code == 200
+    for wrong in ("Bearer scrape-token-012345678", "Basic c2NyYXBl", "Bearer"):
+        client = Client(REMOTE_ADDR="127.0.0.1", HTTP_AUTHORIZATION=wrong)
+        assert client.get("/metrics").status_code == 403, wrong
+    assert Client(REMOTE_ADDR=OUTSIDE).get("/metrics").status_code == 403
+
+
+def test_without_a_configured_token_no_token_admits(db):
+    client = Client(REMOTE_ADDR=OUTSIDE, HTTP_AUTHORIZATION="Bearer ")
+    assert client.get("/metrics").status_code == 403
+
+
+def test_requests_are_counted_by_route_name_never_by_path(alpha):
+    before = scrape()
+    client = tenant_client(alpha)
+    assert client.get("/account/login/").status_code == 200
+    assert client.get("/no-such-page-at-all/").status_code == 404
+    after = scrape()
+
+    login = {"method": "GET", "status": "2xx", "route": "login"}
+    assert (
+        value(after, "portal_http_requests_total", **login)
+        == (value(before, "portal_http_requests_total", **login) or 0) + 1
+    )
+    unmatched = {"method": "GET", "status": "4xx", "route": "unmatched"}
+    assert (value(after, "portal_http_requests_total", **unmatched) or 0) >= 1
+    assert value(after, "portal_http_request_duration_seconds_count", method="GET", route="login")
+    routes = {dict(labels).get("route") for name, labels in after if name.startswith("portal_http")}
+    assert not any(route and "/" in route for route in routes)  # no raw paths as labels
+
+
+@pytest.mark.usefixtures("storage")
+def test_storage_and_failed_jobs_per_tenant_are_read_at_scrape_time(alpha, beta):
+    with schema_context(alpha.schema_name):
+        StorageMedium.objects.filter(name="default").update(used_bytes=123_456)
+        JobRun.objects.create(job="retention", period="2026-01-01T00:00", status=JobStatus.FAILED)
+    with schema_context(beta.schema_name):
+        StorageMedium.objects.filter(name="default").update(used_bytes=789)
+        capacity = StorageMedium.objects.get(name="default").capacity_bytes
+    samples = scrape()
+    assert value(samples, "portal_storage_used_bytes", tenant="alpha", medium="default") == 123456
+    assert value(samples, "portal_storage_used_bytes", tenant="beta", medium="default") == 789
+    assert value(samples, "portal_storage_capacity_bytes", tenant="beta", medium="default") == (
+        capacity
+    )
+    assert value(samples, "portal_job_runs_failed", tenant="alpha") == 1
+    assert value(samples, "portal_job_runs_failed", tenant="beta") == 0
+    assert value(samples, "portal_scrape_error", part="tenants") == 0
+
+
+def test_queue_lengths_come_from_the_broker(db, tmp_path):
+    with embedded_redis(tmp_path / "redis") as url, override_settings(CELERY_BROKER_URL=url):
+        broker = redis.Redis.from_url(url)
+        broker.rpush("default", "a", "b", "c")
+        broker.rpush("default\x06\x163", "urgent")  # kombu's key for priority 3
+        broker.rpush("periodic", "p")
+        samples = scrape()
+        assert value(samples, "portal_celery_queue_length", queue="default") == 4
+        assert value(samples, "portal_celery_queue_length", queue="periodic") == 1
+        assert value(samples, "portal_scrape_error", part="queues") == 0
+    # The broker is gone: the scrape still answers, and says which part it could not read.
+    with override_settings(CELERY_BROKER_URL=url):
+        samples = scrape()
+    assert value(samples, "portal_celery_queue_length", queue="default") is None
+    assert value(samples, "portal_scrape_error", part="queues") == 1
+
+
+@pytest.mark.usefixtures("storage")
+def test_ingest_items_are_counted_by_outcome_and_source(alpha):
+    def count(outcome: str) -> float:
+        labels = {"outcome": outcome, "source": "upload"}
+        return REGISTRY.get_sample_value("portal_ingest_items_total", labels) or 0
+
+    def observed() -> float:
+        labels = {"source": "upload"}
+        return REGISTRY.get_sample_value("portal_ingest_item_duration_seconds_count", labels) or 0
+
+    stored, rejected, duplicates = count("stored"), count("rejected"), count("duplicate")
+    timings = observed()
+    with schema_context(alpha.schema_name):
+        ingest([("ct.dcm", bundled("CT_small.dcm").read_bytes()), ("junk.dcm", b"not dicom")])
+        ingest([("again.dcm", bundled("CT_small.dcm").read_bytes())])
+    assert count("stored") == stored + 1
+    assert count("rejected") == rejected + 1
+    assert count("duplicate") == duplicates + 1
+    assert observed() == timings + 3
+    assert value(scrape(), "portal_ingest_items_total", outcome="stored", source="upload") == (
+        stored + 1
+    )
