@@ -26,7 +26,7 @@ from accounts.models import ApiToken
 from accounts.permissions import Capability, has_capability, token_allows
 from audit.services import audit_record
 from studies.dicom import is_valid_uid
-from studies.dicomweb.multipart import media_type_parse
+from studies.dicomweb.negotiation import accepted
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +73,9 @@ def warning(text: str) -> str:
     return f'299 portal "{quoted}"'
 
 
-def accepts_dicom_json(accept: str) -> bool:
-    """Whether an Accept header admits DICOM JSON (no header admits anything)."""
-    if not accept.strip():
-        return True
-    for offer in accept.split(","):
-        media, parameters = media_type_parse(offer)
-        try:
-            quality = float(parameters.get("q", "1"))
-        except ValueError:
-            quality = 0.0
-        if media in JSON_RESPONSE_TYPES and quality > 0:
-            return True
-    return False
+def accepts_dicom_json(request: HttpRequest) -> bool:
+    """Whether the client accepts DICOM JSON (header or `accept` parameter)."""
+    return any(r.anything or r.media_type in JSON_RESPONSE_TYPES for r in accepted(request))
 
 
 def checked_uid(value: str, what: str) -> str:

@@ -69,9 +69,7 @@ class SearchView(DicomWebView):
     audit_action = "dicomweb.search"
 
     def get(self, request: HttpRequest, study: str | None = None, series: str | None = None):
-        # PS3.18 8.3.3.1: an `accept` query parameter stands for the header.
-        accept = request.GET.get("accept", request.headers.get("Accept", ""))
-        if not accepts_dicom_json(accept):
+        if not accepts_dicom_json(request):
             raise DicomWebError(406, "Search results are available as application/dicom+json only.")
         query = IndexQuery(level=self.level)
         if study is not None:

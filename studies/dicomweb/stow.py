@@ -384,7 +384,7 @@ class StoreView(DicomWebView):
 
     def _store(self, request: HttpRequest, study: str | None) -> HttpResponse:
         target = checked_uid(study, "Study Instance UID") if study is not None else None
-        if not accepts_dicom_json(request.headers.get("Accept", "")):
+        if not accepts_dicom_json(request):
             raise DicomWebError(406, f"The store response is available as {DICOM_JSON} only.")
         boundary = request_boundary(request.META.get("CONTENT_TYPE", ""))
         try:

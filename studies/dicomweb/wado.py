@@ -24,7 +24,8 @@ the request. Choices this server makes where PS3.18 leaves room:
   are. Rendered shows an instance's first frame, a thumbnail its middle one; a series shows its
   middle instance and a study its first series'. Pixels that cannot be decoded are a 406
   ("cannot render ..."): the resource exists, only not in a media type we can produce.
-- HEAD is answered with GET's headers and no body; no file is read for it.
+- HEAD is answered with GET's headers and no body; objects and bulk data are not read for
+  it, frames and images are made as for GET (their length is known only then).
 """
 
 import io
@@ -33,7 +34,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from pydicom.tag import BaseTag, Tag
 
 from studies.dicomweb.access import DICOM_JSON, DicomWebError, DicomWebView, checked_uid
 from studies.dicomweb.multipart import media_type_parse
+from studies.dicomweb.negotiation import MediaRange, accepted
 from studies.ingest import CHUNK, instance_path
 from studies.models import Instance, Series, Study
 from studies.selectors import series_middle_instance, study_series
@@ -99,68 +101,12 @@ DEFAULT_SYNTAX = {
     "image/x-dicom-rle": "1.2.840.10008.1.2.5",
 }
 WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
-_FRAME_NUMBER = re.compile(r"^[0-9]{1,9}$")
-_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_FRAME_NUMBER = re.compile(r"[0-9]{1,9}")
+MAX_DECODED_BYTES = 256 << 20
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
 
 # -- Accept -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MediaRange:
-    """One entry of an Accept header: `type/subtype` and its parameters, lower-cased names."""
-
-    media_type: str
-    params: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def anything(self) -> bool:
-        return self.media_type in {"*/*", "*"}
-
-    @property
-    def part_type(self) -> str:
-        return self.params.get("type", "").strip().lower()
-
-    @property
-    def syntax(self) -> str | None:
-        value = self.params.get("transfer-syntax")
-        return value.strip() if value is not None else None
-
-
-def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    pieces: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for character in text:
-        if character == '"':
-            quoted = not quoted
-        if character == separator and not quoted:
-            pieces.append("".join(current))
-            current = []
-        else:
-            current.append(character)
-    pieces.append("".join(current))
-    return [piece.strip() for piece in pieces if piece.strip()]
-
-
-def parse_accept(header: str) -> list[MediaRange]:
-    """The ranges of an Accept header, most preferred first; `q=0` ranges are dropped."""
-    weighted: list[tuple[float, int, MediaRange]] = []
-    for position, entry in enumerate(_split_outside_quotes(header, ",")):
-        media_type, params = media_type_parse(entry)
-        try:
-            quality = float(params.pop("q", "1"))
-        except ValueError:
-            quality = 1.0
-        if quality > 0:
-            weighted.append((-quality, position, MediaRange(media_type, params)))
-    return [media_range for *_order, media_range in sorted(weighted, key=lambda w: w[:2])]
-
-
-def accepted(request: HttpRequest) -> list[MediaRange]:
-    """The client's ranges; PS3.18 8.3.3.1 lets `?accept=` stand in for the header."""
-    header = request.GET.get("accept") or request.META.get("HTTP_ACCEPT", "")
-    return parse_accept(header) or [MediaRange("*/*")]
 
 
 def _not_acceptable(what: str, ranges: list[MediaRange], reasons: list[str]) -> DicomWebError:
@@ -442,7 +388,7 @@ def bulk_body(path: Path, transfer_syntax: str, tag: BaseTag) -> bytes | FileSli
 def frame_numbers(text: str, count: int) -> list[int]:
     """`1,3,5` -> [1, 3, 5]; 400 for anything malformed, 404 past the last frame."""
     pieces = [piece.strip() for piece in text.split(",")]
-    if not all(_FRAME_NUMBER.match(piece) for piece in pieces):
+    if not all(_FRAME_NUMBER.fullmatch(piece) for piece in pieces):
         raise DicomWebError(
             400, f"Frames are a comma-separated list of numbers; {text[:80]!r} is not."
         )
@@ -678,7 +624,7 @@ def viewport_of(text: str) -> tuple[int, int]:
 
 
 def quality_of(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100:
+    if not _FRAME_NUMBER.fullmatch(text) or not 1 <= int(text) <= 100:
         raise DicomWebError(400, f"quality is a number from 1 to 100; got {text[:80]!r}.")
     return int(text)
 
@@ -849,7 +795,7 @@ class MetadataView(WadoView):
         except Exception as error:
             logger.error("dicomweb: metadata of %s: %s", instance.sop_instance_uid, error)
             raise DicomWebError(
-                500, f"The file of instance {instance.sop_instance_uid} could not be read."
+                503, f"The file of instance {instance.sop_instance_uid} could not be read."
             ) from error
 
 
@@ -867,6 +813,18 @@ class FramesView(WadoView):
         answers, reasons = frame_answers(ranges, source.transfer_syntax)
         location = self.instance_url(target.instance, target.study) + f"/frames/{frames}"
         for answer in answers:
+            decoded = (
+                get_expected_length(source.header, "bytes") // source.count * len(numbers)
+                if answer.raw and source.compressed
+                else 0
+            )
+            if decoded > MAX_DECODED_BYTES:
+                # Decoded frames are held until the answer is sent: bound what one request takes.
+                reasons.append(
+                    f"Decoding {len(numbers)} frames takes {decoded} bytes, over the "
+                    f"{MAX_DECODED_BYTES} one request may; ask for fewer frames."
+                )
+                continue
             try:
                 parts = [self.part(source, answer, number, location) for number in numbers]
             except DicomWebError:
@@ -904,7 +862,7 @@ class BulkDataView(WadoView):
     ) -> HttpResponseBase:
         target = find_target(study, series, instance)
         assert target.instance is not None
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise DicomWebError(
                 400, f"A bulk data tag is 8 hex digits (7FE00010); got {tag[:80]!r}."
             )
@@ -949,7 +907,7 @@ class RenderedView(WadoView):
         how = self.rendering(request)
         if frames is not None:
             # One frame of the instance (PS3.18 10.4.1.1.4: `.../frames/{n}/rendered`).
-            if not frames.isdigit() or int(frames) < 1:
+            if not _FRAME_NUMBER.fullmatch(frames) or int(frames) < 1:
                 raise DicomWebError(400, f"Render one frame, numbered from 1; got {frames!r}.")
             how = replace(how, frame=int(frames))
         shown = shown_instance(target)
@@ -1038,7 +996,7 @@ class WadoUriView(WadoView):
         if rows or columns:
             viewport = viewport_of(f"{columns or MAX_VIEWPORT},{rows or MAX_VIEWPORT}")
         frame = params.get("frameNumber")
-        if frame is not None and not (_FRAME_NUMBER.match(frame) and int(frame) > 0):
+        if frame is not None and not (_FRAME_NUMBER.fullmatch(frame) and int(frame) > 0):
             raise DicomWebError(400, f"frameNumber is a number from 1; got {frame[:80]!r}.")
         quality = params.get("imageQuality")
         return Rendering(
