@@ -14,7 +14,7 @@ help:  ## List the targets.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,embedded]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)  ## Create .venv and install the project with its dev tools.

@@ -12,6 +12,9 @@ RESERVED_SLUGS = frozenset(
     {
         "public",
         "www",
+        # First path segments of the platform site, which path-mode proxies send there.
+        "account",
+        "tenants",
         "admin",
         "api",
         "t",

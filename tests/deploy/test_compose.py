@@ -19,7 +19,13 @@ ENV_EXAMPLE = DEPLOY / ".env.example"
 DOCKERFILE = DEPLOY / "Dockerfile"
 PORTAL_SERVICES = {"web", "worker", "singleton", "dicom"}
 ALL_SERVICES = {"postgres", "redis", "migrate", *PORTAL_SERVICES, "nginx"}
-SECRETS = {"SECRET_KEY", "POSTGRES_PASSWORD", "PORTAL_METRICS_TOKEN", "DATABASE_URL"}
+SECRETS = {
+    "SECRET_KEY",
+    "POSTGRES_PASSWORD",
+    "PORTAL_METRICS_TOKEN",
+    "DATABASE_URL",
+    "EMAIL_HOST_PASSWORD",
+}
 
 # ${NAME}, ${NAME:-default}, ${NAME:?error}, nested too; `$${...}` is an escaped dollar.
 COMPOSE_VARIABLE_RE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
