@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EMBEDDED := $(PY) -m portal.embedded
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-fast lint bench clean
+.PHONY: help install run test test-fast lint bench bench-dicomweb clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,9 @@ lint: install  ## ruff and mypy.
 
 bench: install  ## Tenant creation benchmark (writes figures for BENCHMARKS.md).
 	$(EMBEDDED) --var .var/bench -- $(PY) bench/tenants.py
+
+bench-dicomweb: install  ## DICOMweb QIDO/WADO benchmark at 100k studies, against Orthanc (BENCHMARKS.md).
+	$(EMBEDDED) --var .var/bench -- $(PY) bench/dicomweb.py --orthanc $(BENCH_ARGS)
 
 clean:  ## Remove the virtualenv and all local data (.var).
 	rm -rf $(VENV) .var
