@@ -346,7 +346,10 @@ def _store(item: IngestItem, staged: Path, parsed: ParsedInstance) -> str:
 
 def _check_quota(growth: int) -> None:
     quota = current_tenant().quota_bytes
-    used = Study.objects.aggregate(total=Sum("size_bytes"))["total"] or 0
+    # The media's usage (measured by the storage-usage job, kept current by every store,
+    # move and delete): a handful of rows, where summing every study cost 30-45 ms per
+    # instance at 100,000 studies (BENCHMARKS.md).
+    used = StorageMedium.objects.aggregate(total=Sum("used_bytes"))["total"] or 0
     if growth > 0 and used + growth > quota:
         raise IngestRefused(
             "quota",
