@@ -1,20 +1,25 @@
 """A browser viewer on another origin reads a tenant's DICOMweb: chromium's own CORS checks
 let it in where the tenant lists the viewer's origin, and stop it everywhere else."""
 
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import pydicom
 import pytest
 import requests
 from django_tenants.utils import schema_context
 from playwright.sync_api import BrowserContext
+from pydicom.data import get_testdata_file
 
 from accounts.models import Role, TokenScope, User
 from accounts.services import api_token_create
 from configuration.services import settings_update
 from tenants.models import Tenant
 from tests.browser.conftest import LiveServer, public_schema
+from tests.studies.test_ingest import ingest
 
 VIEWER_PAGE = b"<!doctype html><title>viewer</title><p>A viewer on its own origin.</p>"
 
@@ -108,3 +113,52 @@ def test_a_viewer_reads_only_the_tenants_that_list_its_origin(
         FETCH, [f"{live_portal.tenant_url(unlisted)}/dicom-web/studies", listed_token]
     )
     assert "blocked" in crossed, crossed
+
+
+@pytest.mark.browser
+@pytest.mark.live
+def test_the_copied_ohif_configuration_lets_a_viewer_search_and_retrieve(
+    live_portal: LiveServer,
+    committed_tenant,  # type: ignore[no-untyped-def]
+    new_context,  # type: ignore[no-untyped-def]
+    viewer_origin: str,
+    django_db_blocker,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.browser.conftest import TENANT_ADMIN_PASSWORD
+    from tests.browser.test_superadmin_flow import log_in
+
+    slug = committed_tenant("ohif", "OHIF Clinic")
+    token = read_token(slug, django_db_blocker, cors_origins=[viewer_origin])
+    ct = Path(get_testdata_file("CT_small.dcm", download=False))
+    with public_schema(django_db_blocker):
+        schema = Tenant.objects.get(slug=slug).schema_name
+    with public_schema(django_db_blocker), schema_context(schema):
+        ingest([("ct.dcm", ct.read_bytes())])
+    site = live_portal.tenant_url(slug)
+
+    # The admin copies the data source from /settings/ with the button.
+    admin: BrowserContext = new_context()
+    admin.grant_permissions(["clipboard-read", "clipboard-write"], origin=site)
+    page = admin.new_page()
+    log_in(page, site, "admin", TENANT_ADMIN_PASSWORD)
+    page.goto(f"{site}/settings/#ohif")
+    page.get_by_role("button", name="Copy configuration").click()
+    copied = json.loads(page.evaluate("navigator.clipboard.readText()"))
+    (source,) = copied["dataSources"]
+    roots = source["configuration"]
+    assert roots["qidoRoot"] == roots["wadoRoot"] == f"{site}/dicom-web"
+    assert "pp_" not in json.dumps(copied)  # no token is ever put into it
+
+    # The viewer, on its own origin, uses exactly those URLs with its read token.
+    viewer = new_context().new_page()
+    viewer.goto(viewer_origin)
+    answer = viewer.evaluate(FETCH, [f"{roots['qidoRoot']}/studies", token])
+    assert answer.get("status") == 200, answer
+    (study,) = answer["body"]
+    retrieve_url = study["00081190"]["Value"][0]
+    assert retrieve_url.startswith(roots["wadoRoot"])
+    metadata = viewer.evaluate(FETCH, [f"{retrieve_url}/metadata", token])
+    assert metadata.get("status") == 200, metadata
+    assert [m["00080018"]["Value"] for m in metadata["body"]] == [
+        [pydicom.dcmread(ct).SOPInstanceUID]
+    ]
