@@ -1,6 +1,5 @@
 """/audit/: the log with filters and pages, and the same selection as CSV."""
 
-import csv
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +12,7 @@ from accounts.permissions import Capability, CapabilityRequiredMixin
 from audit.forms import AuditFilterForm
 from audit.selectors import audit_actions, audit_search
 from audit.services import audit_record
+from portal.csv_export import csv_lines, spreadsheet_safe
 
 CSV_COLUMNS = [
     "time",
@@ -44,32 +44,21 @@ class AuditListView(CapabilityRequiredMixin, ListView):
         )
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for streaming csv.writer output."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 def _csv_rows(events: Any) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
-    for event in events.iterator(chunk_size=2000):
-        texts = (
-            event.actor_name,
-            event.source_address or "",
-            event.action,
-            event.object_type,
-            event.object_id,
-            event.outcome,
-        )
-        details = json.dumps(event.details, sort_keys=True) if event.details else ""
-        yield writer.writerow([event.at.isoformat(), *map(_neutralise, texts), details])
+    def rows() -> Iterator[list[str]]:
+        for event in events.iterator(chunk_size=2000):
+            texts = (
+                event.actor_name,
+                event.source_address or "",
+                event.action,
+                event.object_type,
+                event.object_id,
+                event.outcome,
+            )
+            details = json.dumps(event.details, sort_keys=True) if event.details else ""
+            yield [event.at.isoformat(), *map(spreadsheet_safe, texts), details]
 
-
-def _neutralise(value: str) -> str:
-    """Spreadsheets run cells that start with = + - @ as formulas; make them text."""
-    return "'" + value if value[:1] in {"=", "+", "-", "@"} else value
+    return csv_lines(CSV_COLUMNS, rows())
 
 
 class AuditExportView(CapabilityRequiredMixin, View):

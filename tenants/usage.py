@@ -18,8 +18,7 @@ How each figure is counted, and its limits:
   day. A study counts on the day its first instance arrived; instances added to it later
   count on their own days; an instance replaced by a re-sent copy counts once, when first
   stored. Rows deleted again before the day is computed are gone and are not counted as
-  added (the running computation of today catches most of them). `Instance.received_at` has
-  no index; on very large archives this count scans the instance table.
+  added (the running computation of today catches most of them). Both columns are indexed.
 - `studies_deleted`, `instances_deleted`: the `study.delete` audit rows of the day and the
   `instances` number in their details. `study_delete` writes that row for every deletion,
   from the study page, the API and the retention job alike (the retention job's extra
@@ -27,8 +26,9 @@ How each figure is counted, and its limits:
   with their study.
 - `dicomweb_requests`, `dicomweb_bytes_served`: the successful `dicomweb.retrieve` audit rows
   (WADO-RS and WADO-URI; QIDO-RS searches are not retrievals) and the `bytes` in their
-  details: the payload sent (files, frames, bulk data, metadata JSON, rendered images),
-  without multipart framing. HEAD requests count as requests with no bytes. DIMSE C-GET and
+  details: the payload the request asked for and the server began to send (files, frames,
+  bulk data, metadata JSON, rendered images), without multipart framing; a download the
+  client broke off is counted whole. HEAD requests count as requests with no bytes. DIMSE C-GET and
   C-MOVE are not DICOMweb and are not counted.
 - `job_seconds`: the run time (`finished_at - started_at`) of the tenant's periodic job runs
   that finished within the day, failed ones included; ingest tasks are not job runs and
@@ -39,7 +39,6 @@ stored, so its storage stays billable; its jobs do not run). Provisioning, delet
 period) and purged tenants are not; their existing records stay.
 """
 
-import csv
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -54,10 +53,12 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name
 
-from audit.views import _Echo, _neutralise
+from portal.csv_export import csv_lines, spreadsheet_safe
 from tenants.models import Tenant, TenantStatus, UsageRecord
 
 METERED_STATUSES = (TenantStatus.ACTIVE, TenantStatus.SUSPENDED)
+# How far back a meter that was down catches up on days without a final record.
+CATCH_UP_DAYS = 35
 CHART_DAYS = 30
 CSV_COLUMNS = [
     "day",
@@ -178,18 +179,26 @@ def metered_tenants() -> QuerySet[Tenant]:
 
 
 def days_due(tenants: Iterable[Tenant], *, today: date) -> dict[int, list[date]]:
-    """Per tenant: yesterday until its record is final (computed after it ended), and today."""
-    yesterday = today - timedelta(days=1)
-    final = set(
-        UsageRecord.objects.filter(
-            day=yesterday, computed_at__gte=day_bounds(yesterday)[1]
-        ).values_list("tenant_id", flat=True)
-    )
+    """Per tenant: every day since its last final record (computed after the day ended), up
+    to `CATCH_UP_DAYS` back, and today. A meter that was down for days fills the gap when it
+    runs again, instead of leaving holes in the bill."""
+    earliest = today - timedelta(days=CATCH_UP_DAYS)
+    records = UsageRecord.objects.filter(day__gte=earliest, day__lt=today)
+    final: dict[int, set[date]] = {}
+    for tenant_id, day, computed_at in records.values_list("tenant_id", "day", "computed_at"):
+        if computed_at >= day_bounds(day)[1]:
+            final.setdefault(tenant_id, set()).add(day)
     due = {}
     for tenant in tenants:
         created = tenant.created_at.astimezone(UTC).date()
-        days = [yesterday] if tenant.pk not in final and created <= yesterday else []
-        due[tenant.pk] = [*days, today]
+        first = max(earliest, created)
+        done = final.get(tenant.pk, set())
+        missing = [
+            first + timedelta(days=n)
+            for n in range((today - first).days)
+            if first + timedelta(days=n) not in done
+        ]
+        due[tenant.pk] = [*missing, today]
     return due
 
 
@@ -384,23 +393,22 @@ def usage_overview(
 
 def usage_csv_rows(records: QuerySet[UsageRecord]) -> Iterator[str]:
     """The header, then one line per tenant and day; text cells cannot become formulas."""
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
-    for record in records.iterator(chunk_size=2000):
-        yield writer.writerow(
-            [
-                record.day.isoformat(),
-                _neutralise(record.tenant.slug),
-                _neutralise(record.tenant.name),
-                record.bytes_total,
-                _neutralise(json.dumps(record.bytes_by_medium, sort_keys=True)),
-                record.studies_added,
-                record.studies_deleted,
-                record.instances_added,
-                record.instances_deleted,
-                record.dicomweb_requests,
-                record.dicomweb_bytes_served,
-                record.job_seconds,
-                record.computed_at.astimezone(UTC).isoformat(),
-            ]
-        )
+    rows = (
+        [
+            record.day.isoformat(),
+            spreadsheet_safe(record.tenant.slug),
+            spreadsheet_safe(record.tenant.name),
+            record.bytes_total,
+            spreadsheet_safe(json.dumps(record.bytes_by_medium, sort_keys=True)),
+            record.studies_added,
+            record.studies_deleted,
+            record.instances_added,
+            record.instances_deleted,
+            record.dicomweb_requests,
+            record.dicomweb_bytes_served,
+            record.job_seconds,
+            record.computed_at.astimezone(UTC).isoformat(),
+        ]
+        for record in records.iterator(chunk_size=2000)
+    )
+    return csv_lines(CSV_COLUMNS, rows)

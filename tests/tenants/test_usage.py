@@ -199,6 +199,8 @@ def test_the_meter_computes_every_active_and_suspended_tenant_once_per_hour(
 
     days = set(UsageRecord.objects.values_list("tenant__slug", "day"))
     assert {("alpha", today), ("alpha", yesterday), ("beta", today), ("beta", yesterday)} <= days
+    # A meter that never ran for alpha's ten days fills every one of them, not just yesterday.
+    assert {("alpha", today - timedelta(days=n)) for n in range(11)} <= days
     assert ("meter-paused", today) in days  # suspended: its storage is still billed
     assert ("meter-paused", yesterday) not in days  # it did not exist yet
     assert not {slug for slug, _day in days} & {"meter-gone", "meter-broken"}
