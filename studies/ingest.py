@@ -40,7 +40,7 @@ from studies.models import (
     StorageMedium,
     Study,
 )
-from studies.storage import resolve_inside
+from studies.storage import StoragePathError, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,16 @@ def staging_dir(job: IngestJob) -> Path:
 
 def quarantine_dir(job: IngestJob) -> Path:
     return tenant_root() / ".quarantine" / str(job.pk)
+
+
+def inside_tenant_root(path: Path | str) -> bool:
+    """Whether a staged or quarantined file lies inside the active tenant's storage root. A row
+    (e.g. restored from a crafted backup) may name any path: one outside is never touched."""
+    try:
+        resolve_inside(tenant_root(), path)
+    except StoragePathError:
+        return False
+    return True
 
 
 def instance_relative_path(parsed: ParsedInstance) -> str:
@@ -247,6 +257,10 @@ def ingest_item_process(*, item_id: int) -> str:
 def _process_pending(item: IngestItem) -> str:
     staged = Path(item.staged_path)
     try:
+        if item.staged_path and not inside_tenant_root(staged):
+            raise IngestRefused(
+                "staging-lost", "The staged file lies outside this tenant's storage; not touched."
+            )
         if not staged.is_file():
             raise IngestRefused("staging-lost", "The uploaded file is missing from staging.")
         try:
@@ -261,7 +275,7 @@ def _process_pending(item: IngestItem) -> str:
 
 def _reject(item: IngestItem, staged: Path, refused: IngestRefused) -> None:
     target = ""
-    if staged.is_file():
+    if inside_tenant_root(staged) and staged.is_file():
         folder = quarantine_dir(item.job)
         folder.mkdir(parents=True, exist_ok=True)
         safe = _UNSAFE_NAME.sub("_", Path(item.name).name)[-100:] or "file"

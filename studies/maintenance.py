@@ -23,6 +23,7 @@ from studies.ingest import (
     CHUNK,
     _write_atomically,
     ingest_job_submit,
+    inside_tenant_root,
     instance_path,
     staging_dir,
     tenant_root,
@@ -351,6 +352,9 @@ def ingest_job_retry(*, job: IngestJob, request: HttpRequest | None = None) -> i
         requeued = 0
         for item in retryable:
             staged = folder / f"{item.pk}.dcm"
+            if not inside_tenant_root(item.quarantine_path):
+                logger.warning("item %s: quarantine path outside the tenant's storage", item.pk)
+                continue  # never move a file from outside the tenant's root: the rejection stands
             try:
                 os.replace(item.quarantine_path, staged)
             except OSError:

@@ -30,7 +30,9 @@ of the schema is exported (the list comes from the catalogue, not from models), 
 
 Users come along with their password hashes, TOTP devices and API token hashes: a backup
 is the same hospital moving (or restoring) its archive, so its people keep their
-credentials. Treat an export directory like the database itself.
+credentials. Treat an export directory like the database itself: it is written for its
+owner only (directories 0700, files 0600, created so from the start), and `verify` warns
+(as a problem) when someone has opened it up since.
 
 **Files**: everything below the tenant's storage root: the media, `.thumbnails`,
 `.quarantine` (rejected files that admins inspect and `IngestItem.quarantine_path` names)
@@ -53,17 +55,22 @@ deleted meanwhile is reported missing.
 slug (never used, whatever the status: slugs are never reused), the AE title (the source's
 is taken while the source exists, so the copy gets `--ae-title` or one derived from its
 slug), the manifest, the SHA-256 and size of every file in the directory (and no file
-that the manifest does not list), the migration state and that the template's tables and
-columns are exactly the ones exported. Then, in **one transaction**:
+that the manifest does not list; no symbolic link anywhere below `db/` and `files/`), the
+migration state and that the template's tables and columns are exactly the ones exported.
+The new storage root must be empty or new, inside PORTAL_STORAGE_ROOT, and apart from every
+other tenant's root (not equal, inside or around one). Then, in **one transaction**:
 
 1. `tenant_create()`: the normal provisioning path (row, domain, history, cloned schema,
    admin, default medium; its own transaction becomes a savepoint of ours);
-2. the files are copied into the new storage root, hashed again on the way;
+2. the files are copied into a hidden sibling of the new root, `.import-<slug>-<hex>`,
+   hashed again on the way;
 3. every table of the new schema except `django_migrations` is truncated and the CSV rows are
    copied in, replacing what provisioning made (its admin, default medium, audit rows);
    identity sequences are set past the largest id; row counts are compared;
 4. `StorageMedium.root` and the absolute `IngestItem.staged_path`/`quarantine_path` values
-   are rewritten from the old storage root to the new one;
+   are rewritten from the old storage root to the new one; then every medium's root and every
+   such path must resolve inside the new root, or the import is refused (a crafted backup
+   could otherwise name another tenant's files, which the ingest's retry would move);
 5. one `tenant.import` audit row in the new tenant and an `import` event in its history.
 
 The copy starts active, as every new tenant does (with its own AE title and host name, so
@@ -77,8 +84,11 @@ the disabled triggers (the tenant is not committed, hence not live), and a failu
 the switch back with everything else. The rows removed are the few that provisioning wrote
 seconds before; what the tenant's history holds is exactly the source's.
 
-If anything fails, the transaction rolls back (no tenant row, domain, event or schema) and
-the new storage root is removed again: nothing or complete. The source is only read (plus
+After the commit the hidden directory is renamed to the new root. If anything fails, the
+transaction rolls back (no tenant row, domain, event or schema) and the hidden directory is
+removed: nothing or complete. An import killed outright leaves only its hidden directory,
+which the next import removes (an advisory lock per slug tells a dead import from a running
+one), so the new root stays untouched and a retry works. The source is only read (plus
 one `tenant.export` audit row in it and an `export` event in its history).
 
 Not carried over: sessions and login throttling (above); custom domains (they route to the
@@ -98,8 +108,12 @@ import logging
 import os
 import re
 import shutil
+import stat
+import time
+import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -128,6 +142,12 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CHUNK = 1024 * 1024
 MAX_LISTED_PROBLEMS = 20
+# An export holds password hashes, TOTP secrets and PHI: only its owner may read it.
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+# An import copies the files into `<parent of the new root>/.import-<slug>-<hex>` and renames
+# that to the new root once the transaction has committed.
+IMPORT_PREFIX = ".import-"
+IMPORT_LOCK_WAIT = 15.0  # seconds: a killed import's session may take a moment to end
 
 # The session settings under which the CSV is written and read back.
 CSV_SESSION = {
@@ -331,10 +351,15 @@ def skipped_tables() -> frozenset[str]:
     return frozenset(tables)
 
 
-def _copy_file(source: Path, target: Path) -> tuple[int, str]:
-    """Stream `source` to a new file `target` (1 MiB at a time), fsynced; (size, SHA-256)."""
+def _copy_file(source: Path, target: Path, mode: int = 0o666) -> tuple[int, str]:
+    """Stream `source` (never through a symbolic link) to a new file `target` created with
+    `mode` (less the umask), 1 MiB at a time, fsynced; (size, SHA-256)."""
     digest, size = hashlib.sha256(), 0
-    with source.open("rb") as reader, target.open("xb") as writer:
+    reader_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    with (
+        os.fdopen(reader_fd, "rb") as reader,
+        _create(target, mode) as writer,
+    ):
         while chunk := reader.read(CHUNK):
             digest.update(chunk)
             writer.write(chunk)
@@ -342,6 +367,23 @@ def _copy_file(source: Path, target: Path) -> tuple[int, str]:
         writer.flush()
         os.fsync(writer.fileno())
     return size, digest.hexdigest()
+
+
+def _create(path: Path, mode: int, buffering: int = -1) -> IO[bytes]:
+    """A new file (never an existing one) opened for writing, created with `mode` from the
+    start: the data is never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    return os.fdopen(fd, "wb", buffering=buffering)
+
+
+def _private_dirs(base: Path, directory: Path) -> None:
+    """Make `directory` and its missing parents up to `base` (which exists), mode 0700."""
+    missing: list[Path] = []
+    while directory != base and not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(mode=PRIVATE_DIR)
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
@@ -410,8 +452,9 @@ def tenant_export(
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupError(f"{target} is not an empty directory; export into a new one.")
     created_target = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     try:
+        os.chmod(target, PRIVATE_DIR)
         manifest = _export(tenant, target, allow_problems)
         _write_manifest(target, manifest)
     except BaseException:
@@ -457,8 +500,8 @@ def _remove_export(target: Path, created_target: bool) -> None:
 
 def _export(tenant: Tenant, target: Path, allow_problems: bool) -> Manifest:
     schema = tenant.schema_name
-    (target / "db").mkdir()
-    (target / "files").mkdir()
+    (target / "db").mkdir(mode=PRIVATE_DIR)
+    (target / "files").mkdir(mode=PRIVATE_DIR)
     skip = skipped_tables()
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
@@ -519,7 +562,7 @@ def _export_table(
         f"COPY (SELECT {column_list} FROM {quote_schema_name(schema)}.{_q(table)}) "  # noqa: S608
         "TO STDOUT WITH (FORMAT csv, HEADER true)"
     )
-    with (target / relative).open("xb", buffering=CHUNK) as out:
+    with _create(target / relative, PRIVATE_FILE, buffering=CHUNK) as out:
         writer = _HashingWriter(out)
         with cursor.copy(sql) as copy:
             for data in copy:
@@ -606,11 +649,13 @@ def _export_files(
     for path in _walk(resolved, problems):
         relative = path.relative_to(resolved).as_posix()
         destination = target / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        stat = path.stat()
-        size, sha256 = _copy_file(path, destination)
-        os.utime(destination, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-        files.append(FileEntry(path=relative, size=size, sha256=sha256, mtime_ns=stat.st_mtime_ns))
+        _private_dirs(target, destination.parent)
+        status = path.stat()
+        size, sha256 = _copy_file(path, destination, PRIVATE_FILE)
+        os.utime(destination, ns=(status.st_atime_ns, status.st_mtime_ns))
+        files.append(
+            FileEntry(path=relative, size=size, sha256=sha256, mtime_ns=status.st_mtime_ns)
+        )
         known = indexed.expected.pop(os.path.normpath(path), None)
         if known is not None and (known[0], known[1]) != (sha256, size):
             problems.append(
@@ -659,9 +704,9 @@ def _write_manifest(target: Path, manifest: Manifest) -> None:
     for directory in (target / "db", target / "files", target):
         _fsync_dir(directory)
     temp = target / f".{MANIFEST}.tmp"
-    with temp.open("w", encoding="utf-8") as out:
-        json.dump(manifest.to_json(), out, indent=1, sort_keys=True)
-        out.write("\n")
+    with _create(temp, PRIVATE_FILE) as out:
+        out.write(json.dumps(manifest.to_json(), indent=1, sort_keys=True).encode("utf-8"))
+        out.write(b"\n")
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, target / MANIFEST)
@@ -691,9 +736,19 @@ def manifest_verify(source: Path, *, check_files: bool = True) -> Manifest:
     errors: list[str] = []
     listed: dict[str, tuple[int, str]] = {t.file: (t.size, t.sha256) for t in manifest.tables}
     listed |= {f"files/{f.path}": (f.size, f.sha256) for f in manifest.files}
+    # Nothing below db/ and files/ may be a symbolic link (a crafted export could point a
+    # directory at another tenant's files), and every listed file must resolve inside.
+    on_disk, permissive = _export_tree(source, errors)
+    links = len(errors)  # listed first: they explain the errors that follow
+    base = source.resolve()
     for relative, (size, sha256) in listed.items():
         file = source / relative
-        if file.is_symlink() or not file.is_file():
+        try:
+            resolve_inside(base, file)
+        except StoragePathError:
+            errors.append(f"{relative}: lies outside the export directory")
+            continue
+        if relative not in on_disk:
             errors.append(f"{relative}: missing")
             continue
         actual_size, actual_sha = _hash_file(file)
@@ -702,20 +757,64 @@ def manifest_verify(source: Path, *, check_files: bool = True) -> Manifest:
                 f"{relative}: SHA-256 {actual_sha} ({actual_size} bytes) does not match the "
                 f"manifest's {sha256} ({size} bytes)"
             )
-    for top in ("db", "files"):
-        if not (source / top).is_dir():
-            continue
-        for dirpath, _dirnames, filenames in os.walk(source / top):
-            for name in filenames:
-                relative = (Path(dirpath) / name).relative_to(source).as_posix()
-                if relative not in listed:
-                    errors.append(f"{relative}: not listed in the manifest")
+    errors += [f"{relative}: not listed in the manifest" for relative in on_disk - set(listed)]
     if errors:
         raise BackupError(
             f"The export in {source} does not match its manifest ({len(errors)} file(s)):\n"
-            f"{_listing(sorted(errors))}"
+            f"{_listing(errors[:links] + sorted(errors[links:]))}"
         )
+    if permissive:
+        example, mode = permissive[0]
+        warning = (
+            f"insecure permissions: {len(permissive)} path(s) of the export can be read or "
+            f"written by others than its owner (e.g. {example}: {mode:o}); it holds password "
+            f"hashes, TOTP secrets and patient data: run `chmod -R go-rwx {source}`"
+        )
+        logger.warning("%s", warning)
+        manifest = replace(manifest, problems=(*manifest.problems, warning))
     return manifest
+
+
+def _export_tree(source: Path, errors: list[str]) -> tuple[set[str], list[tuple[str, int]]]:
+    """The regular files below `source/db` and `source/files` (relative to `source`), walked
+    without following links; a symbolic link or special file anywhere is an error. Also the
+    paths (the directory itself and manifest.json included) whose mode lets others in."""
+    files: set[str] = set()
+    permissive: list[tuple[str, int]] = []
+
+    def check_mode(relative: str, status: os.stat_result) -> None:
+        if stat.S_IMODE(status.st_mode) & 0o077:
+            permissive.append((relative, stat.S_IMODE(status.st_mode)))
+
+    for relative in (".", MANIFEST):
+        with suppress(FileNotFoundError):
+            check_mode(relative, os.lstat(source / relative))
+    for top in ("db", "files"):
+        try:
+            status = os.lstat(source / top)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(status.st_mode):
+            errors.append(f"{top}: not a directory (symbolic link or file)")
+            continue
+        check_mode(top, status)
+        for dirpath, dirnames, filenames in os.walk(source / top, followlinks=False):
+            here = Path(dirpath)
+            for name in [*dirnames, *filenames]:
+                path = here / name
+                relative = path.relative_to(source).as_posix()
+                status = os.lstat(path)
+                if stat.S_ISLNK(status.st_mode):
+                    errors.append(f"{relative}: a symbolic link (an export holds none)")
+                elif stat.S_ISREG(status.st_mode):
+                    files.add(relative)
+                elif not stat.S_ISDIR(status.st_mode):
+                    errors.append(f"{relative}: not a regular file")
+                if not stat.S_ISLNK(status.st_mode):
+                    check_mode(relative, status)
+            # os.walk does not descend into links; say so explicitly all the same
+            dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+    return files, permissive
 
 
 # -- import ------------------------------------------------------------------------------------
@@ -769,66 +868,175 @@ def tenant_import(
         raise BackupError(
             f"The AE title {ae} belongs to tenant “{holder.slug}”; choose another with --ae-title."
         )
+    root = _validate_storage_root(str(storage_root or default_storage_root(slug)))
+    if root.exists() and (root.is_symlink() or not root.is_dir() or any(root.iterdir())):
+        raise BackupError(f"{root} already holds files; choose an empty or new directory.")
+
+    with _import_lock(slug):
+        _remove_stale_imports(slug, root.parent)
+        # The files go into a hidden sibling first, renamed to `root` only once the rows
+        # have committed: a killed import leaves nothing in `root` (the next one removes the
+        # hidden directory), and a committed one never points at a half-copied root.
+        staging = root.parent / f"{IMPORT_PREFIX}{slug}-{uuid.uuid4().hex}"
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with transaction.atomic():
+                creation = tenant_create(
+                    slug=slug,
+                    name=name or str(manifest.source["name"]),
+                    admin_email="import@example.invalid",  # replaced by the imported users
+                    ae_title=ae,
+                    quota_bytes=int(manifest.source["quota_bytes"]),
+                    quota_users=int(manifest.source["quota_users"]),
+                    storage_root=str(staging),
+                    created_by=actor,
+                )
+                tenant = creation.tenant
+                Tenant.all_objects.filter(pk=tenant.pk).update(storage_root=str(root))
+                tenant.storage_root = str(root)
+                _import_files(source, manifest, staging)
+                _load_tables(source, manifest, tenant.schema_name)
+                with schema_context(tenant.schema_name):
+                    # Into the final root: that is where the files are once committed.
+                    _rewrite_paths(str(manifest.source["storage_root"]), root)
+                    audit_record(
+                        action="tenant.import",
+                        actor_name=actor,
+                        object_type="tenant",
+                        object_id=slug,
+                        details=_import_details(source, manifest),
+                    )
+                TenantEvent.objects.create(
+                    tenant=tenant,
+                    action="import",
+                    actor=actor,
+                    from_status=tenant.status,
+                    to_status=tenant.status,
+                    details=_import_details(source, manifest),
+                )
+                _fsync_dir(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            os.rename(staging, root)  # `root` is missing or empty: rename(2) replaces it
+            _fsync_dir(root.parent)
+        except OSError as error:
+            raise BackupError(
+                f"Tenant “{slug}” was imported, but its files could not be moved from "
+                f"{staging} to {root} ({error.strerror or error}); move them there by hand."
+            ) from None
+    ContentType.objects.clear_cache()  # the imported ids replace the template's
+    logger.info("tenant %s imported from %s by %s", slug, source, actor)
+    return tenant
+
+
+def _validate_storage_root(storage_root: str) -> Path:
+    """The new tenant's root: inside PORTAL_STORAGE_ROOT, not the whole of it, not a hidden
+    import directory, and apart from every other tenant's root (deleted and purged ones too:
+    neither equal to one, nor inside one, nor around one)."""
+    base = Path(settings.PORTAL_STORAGE_ROOT).resolve()
     try:
-        root = resolve_inside(
-            settings.PORTAL_STORAGE_ROOT, storage_root or default_storage_root(slug)
-        )
+        root = resolve_inside(base, storage_root)
     except StoragePathError:
         raise BackupError(
             f"The storage root must lie inside {settings.PORTAL_STORAGE_ROOT}."
         ) from None
-    if root == Path(settings.PORTAL_STORAGE_ROOT).resolve():
+    if root == base:
         raise BackupError("A tenant needs its own directory, not the whole storage root.")
-    root_existed = root.exists()
-    if root_existed and (not root.is_dir() or any(root.iterdir())):
-        raise BackupError(f"{root} already holds files; choose an empty or new directory.")
-
-    try:
-        with transaction.atomic():
-            creation = tenant_create(
-                slug=slug,
-                name=name or str(manifest.source["name"]),
-                admin_email="import@example.invalid",  # replaced by the imported users
-                ae_title=ae,
-                quota_bytes=int(manifest.source["quota_bytes"]),
-                quota_users=int(manifest.source["quota_users"]),
-                storage_root=str(root),
-                created_by=actor,
-            )
-            tenant = creation.tenant
-            new_root = Path(tenant.storage_root)
-            _import_files(source, manifest, new_root)
-            _load_tables(source, manifest, tenant.schema_name)
-            with schema_context(tenant.schema_name):
-                _rewrite_paths(str(manifest.source["storage_root"]), new_root)
-                audit_record(
-                    action="tenant.import",
-                    actor_name=actor,
-                    object_type="tenant",
-                    object_id=slug,
-                    details=_import_details(source, manifest),
-                )
-            TenantEvent.objects.create(
-                tenant=tenant,
-                action="import",
-                actor=actor,
-                from_status=tenant.status,
-                to_status=tenant.status,
-                details=_import_details(source, manifest),
-            )
-    except BaseException:
-        if root_existed:
-            for entry in root.iterdir():
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+    if any(part.startswith(IMPORT_PREFIX) for part in root.relative_to(base).parts):
+        raise BackupError(f"{root}: names starting with {IMPORT_PREFIX} are the import's own.")
+    for other_slug, other_root in Tenant.all_objects.exclude(storage_root="").values_list(
+        "slug", "storage_root"
+    ):
+        other = Path(other_root).resolve()
+        if other == base:
+            continue  # the public schema's row: it holds the whole storage root
+        if root == other:
+            relation = "is"
+        elif other in root.parents:
+            relation = "lies inside"
+        elif root in other.parents:
+            relation = "contains"
         else:
-            shutil.rmtree(root, ignore_errors=True)
-        raise
-    ContentType.objects.clear_cache()  # the imported ids replace the template's
-    logger.info("tenant %s imported from %s by %s", slug, source, actor)
-    return tenant
+            continue
+        raise BackupError(
+            f"The storage root {root} {relation} the storage root of tenant “{other_slug}” "
+            f"({other}); choose a directory of its own."
+        )
+    return root
+
+
+def _lock_keys(slug: str) -> list[str]:
+    return ["pacs-portal tenant import", slug]
+
+
+@contextmanager
+def _import_lock(slug: str) -> Iterator[None]:
+    """A session-level advisory lock per slug, held for the whole import: a second import
+    of the slug waits (then gives up), and a held lock marks a hidden directory as in use.
+    A killed import's session ends, and with it the lock."""
+    deadline = time.monotonic() + IMPORT_LOCK_WAIT
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", _lock_keys(slug)
+            )
+            if cursor.fetchone()[0]:
+                break
+            if time.monotonic() > deadline:
+                raise BackupError(f"Another import into “{slug}” is running.")
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", _lock_keys(slug)
+            )
+
+
+def _remove_stale_imports(slug: str, *parents: Path) -> None:
+    """Remove the hidden directories of imports that died (SIGKILL, power cut): those of
+    `slug` (whose lock we hold), and those of other slugs that have no tenant row and whose
+    import lock is free. One whose tenant exists (killed between the commit and the rename)
+    is left alone and logged: its files belong to that tenant."""
+    seen: set[Path] = set()
+    for parent in (*parents, Path(settings.PORTAL_STORAGE_ROOT)):
+        parent = parent.resolve()
+        if parent in seen or not parent.is_dir():
+            continue
+        seen.add(parent)
+        for entry in parent.iterdir():
+            if not entry.name.startswith(IMPORT_PREFIX) or entry.is_symlink():
+                continue
+            if not entry.is_dir():
+                continue
+            owner = entry.name[len(IMPORT_PREFIX) :].rpartition("-")[0]
+            if not owner:
+                continue
+            if owner != slug:
+                if Tenant.all_objects.filter(slug=owner).exists():
+                    logger.warning(
+                        "%s: files of a committed import of %s that were never moved to its "
+                        "storage root; move them by hand",
+                        entry,
+                        owner,
+                    )
+                    continue
+                if not _lock_free(owner):
+                    continue  # that import is running
+            logger.warning("removing %s, left by an import that did not finish", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _lock_free(slug: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", _lock_keys(slug))
+        if not cursor.fetchone()[0]:
+            return False
+        cursor.execute("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", _lock_keys(slug))
+    return True
 
 
 def _import_details(source: Path, manifest: Manifest) -> dict[str, Any]:
@@ -1005,7 +1213,11 @@ def _load_table(cursor: Any, source: Path, dump: TableDump, s: str) -> None:
 
 
 def _rewrite_paths(old_root: str, new_root: Path) -> None:
-    """Absolute paths in the rows point into the source's root: point them into the new one."""
+    """Absolute paths in the rows point into the source's root: point them into the new one.
+
+    Then every medium's root and every staged or quarantined path must lie inside the new
+    root: a crafted backup could name any path (another tenant's files, `<old>/../x`), and
+    the ingest's retry and processing move and remove the files these columns name."""
     from studies.models import IngestItem, MediumKind, StorageMedium
 
     old = old_root.rstrip("/")
@@ -1016,7 +1228,6 @@ def _rewrite_paths(old_root: str, new_root: Path) -> None:
                 f"medium {medium.name}: {medium.root} is not inside the exported root {old}."
             )
         root = new + medium.root[len(old) :]
-        resolve_inside(new, root)
         StorageMedium.objects.filter(pk=medium.pk).update(root=root)
     with connection.cursor() as cursor:
         for column in ("staged_path", "quarantine_path"):
@@ -1026,3 +1237,28 @@ def _rewrite_paths(old_root: str, new_root: Path) -> None:
                 f"WHERE starts_with({_q(column)}, %s)",
                 [new, len(old) + 1, old + "/"],
             )
+    outside: list[str] = []
+
+    def check(table: str, pk: Any, column: str, value: str) -> None:
+        try:
+            resolve_inside(new, value)
+        except (StoragePathError, OSError, ValueError):
+            outside.append(f"{table} id={pk} {column}: {value!r}")
+
+    media = StorageMedium.objects.order_by("pk").values_list("pk", "root")
+    for pk, medium_root in media:
+        check(StorageMedium._meta.db_table, pk, "root", medium_root)
+    items = (
+        IngestItem.objects.exclude(staged_path="", quarantine_path="")
+        .order_by("pk")
+        .values_list("pk", "staged_path", "quarantine_path")
+    )
+    for pk, staged, quarantined in items.iterator(chunk_size=10_000):
+        for column, value in (("staged_path", staged), ("quarantine_path", quarantined)):
+            if value:
+                check(IngestItem._meta.db_table, pk, column, value)
+    if outside:
+        raise BackupError(
+            f"The export names paths outside the new tenant's storage root {new} (a damaged "
+            "or crafted backup); nothing was imported:\n" + _listing(outside)
+        )

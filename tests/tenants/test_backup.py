@@ -9,7 +9,12 @@ tenant made here is deleted and purged afterwards.
 
 import hashlib
 import json
+import os
 import shutil
+import signal
+import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,19 +24,23 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
-from django_tenants.utils import schema_context, schema_exists
+from django_tenants.utils import schema_context, schema_exists, tenant_context
 
 from accounts.models import Role, User
 from accounts.services import user_create
 from audit.models import AuditEvent
 from configuration.models import RemoteNode, SettingChange, TenantSettings
 from configuration.services import node_create, settings_update
-from studies.ingest import instance_path
+from studies.ingest import ingest_item_process, instance_path
+from studies.maintenance import ingest_job_retry
 from studies.models import (
     IngestItem,
+    IngestJob,
+    IngestJobStatus,
     Instance,
     ItemOutcome,
     Patient,
@@ -109,6 +118,7 @@ def nothing_created(slug: str) -> None:
     assert not Tenant.all_objects.filter(slug=slug).exists()
     assert not schema_exists(f"t_{slug.replace('-', '_')}")
     assert not (Path(settings.PORTAL_STORAGE_ROOT) / slug).exists()
+    assert not list(Path(settings.PORTAL_STORAGE_ROOT).glob(f".import-{slug}-*"))
 
 
 def login(tenant: Tenant, username: str, password: str = PASSWORD) -> Client:
@@ -559,3 +569,181 @@ def test_subcommand_help(sub, capsys):
     text = capsys.readouterr().out
     assert "usage:" in text
     assert {"export": "manifest.json", "import": "--ae-title", "verify": "SHA-256"}[sub] in text
+
+
+# -- review findings: crafted backups, killed imports, roots, links, modes --------------------
+
+
+def craft(export: Path, table: str, old: str, new: str) -> None:
+    """Change one table's CSV as an attacker would, and make the manifest agree with it."""
+    csv_file = export / "db" / f"{table}.csv"
+    data = csv_file.read_bytes()
+    assert old.encode() in data, (old, data[:2000])
+    csv_file.write_bytes(data.replace(old.encode(), new.encode(), 1))
+    path = export / "manifest.json"
+    manifest = json.loads(path.read_text())
+    entry = next(t for t in manifest["tables"] if t["name"] == table)
+    entry["size"], entry["sha256"] = csv_file.stat().st_size, sha(csv_file)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("table", "old", "new", "column"),
+    [
+        # an absolute path elsewhere: retry would move that file into the new tenant
+        ("studies_ingestitem", "{root}/.quarantine/", "/etc/", "quarantine_path"),
+        # inside the old root by its prefix, outside once resolved
+        ("studies_ingestitem", "{root}/.quarantine/", "{root}/../victim/", "quarantine_path"),
+        ("studies_ingestitem", "{root}/.staging/", "{victim}/", "staged_path"),
+        ("studies_storagemedium", "{root}/default", "{root}/../elsewhere", "root"),
+    ],
+)
+def test_a_crafted_path_in_the_rows_outside_the_new_root_is_refused(
+    setup, made, export_copy, table, old, new, column
+):
+    slug = f"bk-craft-{uuid.uuid4().hex[:6]}"
+    made.append(slug)  # purged should the refusal ever fail
+    values = {"root": str(Path(setup.source.storage_root).resolve())}
+    values["victim"] = setup.copy.storage_root + "/default"  # another tenant's files
+    craft(export_copy, table, old.format(**values), new.format(**values))
+    with pytest.raises(
+        BackupError,
+        match=rf"outside the new tenant's storage root[\s\S]*"
+        rf"{table} id=\d+ {column}: ",
+    ):
+        tenant_import(source=export_copy, slug=slug, actor="tests")
+    nothing_created(slug)
+
+
+def test_ingest_never_touches_a_staged_or_quarantined_file_outside_the_tenants_root(
+    setup, tmp_path
+):
+    """Defence in depth: a row naming another tenant's file (however it got there) is
+    rejected as staging-lost by processing and skipped by a retry; the file stays."""
+    victim = tmp_path / "victim.dcm"
+    victim.write_bytes(b"another tenant's file")
+    with tenant_context(setup.copy):
+        job = IngestJob.objects.create(source="upload", status=IngestJobStatus.RUNNING)
+        item = IngestItem.objects.create(job=job, name="x.dcm", staged_path=str(victim))
+        assert ingest_item_process(item_id=item.pk) == ItemOutcome.REJECTED
+        item.refresh_from_db()
+        assert (item.reason_code, item.quarantine_path) == ("staging-lost", "")
+        assert victim.read_bytes() == b"another tenant's file"
+        IngestJob.objects.filter(pk=job.pk).update(status=IngestJobStatus.FAILED)
+        IngestItem.objects.filter(pk=item.pk).update(
+            reason_code="quota", quarantine_path=str(victim)
+        )
+        job.refresh_from_db()
+        with pytest.raises(ValidationError, match="Nothing to retry"):
+            ingest_job_retry(job=job)
+        item.refresh_from_db()
+        assert item.outcome == ItemOutcome.REJECTED
+    assert victim.read_bytes() == b"another tenant's file"
+
+
+KILLED_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+
+import django
+
+django.setup()
+from tenants import backup
+
+def killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)  # after the files were copied, in the transaction
+
+backup._load_tables = killed
+backup.tenant_import(source=Path(sys.argv[1]), slug=sys.argv[2], actor="tests")
+"""
+
+
+def test_an_import_killed_half_way_leaves_the_root_alone_and_a_retry_succeeds(setup, made):
+    slug = f"bk-kill-{TAG}"
+    made.append(slug)
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    url = f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
+    env = os.environ | {
+        "DATABASE_URL": f"{url}/{db['NAME']}",
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PORTAL_STORAGE_ROOT": str(settings.PORTAL_STORAGE_ROOT),
+    }
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_IMPORT, str(setup.export_dir), slug],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    base = Path(settings.PORTAL_STORAGE_ROOT)
+    left = list(base.glob(f".import-{slug}-*"))
+    assert len(left) == 1 and any(p.is_file() for p in left[0].rglob("*")), "files were copied"
+    assert not (base / slug).exists()
+    assert not Tenant.all_objects.filter(slug=slug).exists()
+
+    tenant = tenant_import(source=setup.export_dir, slug=slug, actor="tests")
+    assert not list(base.glob(f".import-{slug}-*")), "the dead import's directory is gone"
+    root = Path(tenant.storage_root)
+    assert root == (base / slug).resolve()
+    assert Tenant.objects.get(slug=slug).storage_root == str(root)
+    assert tree(root) == {f.path: f.sha256 for f in setup.manifest.files}
+    with schema_context(tenant.schema_name):
+        for medium in StorageMedium.objects.all():
+            assert Path(medium.root).is_relative_to(root) and Path(medium.root).is_dir()
+        for instance in Instance.objects.select_related("medium"):
+            assert sha(instance_path(instance)) == instance.sha256
+
+
+def test_a_storage_root_on_in_or_around_another_tenants_root_is_refused(setup, made):
+    base = Path(settings.PORTAL_STORAGE_ROOT)
+    source_root = Path(setup.source.storage_root).resolve()
+    nest = f"bk-nest-{TAG}"
+    made.append(nest)
+    tenant_create(
+        slug=nest,
+        name="Nested",
+        admin_email="a@nest.example",
+        storage_root=str(base / nest / "inner"),
+        created_by="tests",
+    )
+    cases = [(source_root, "is"), (source_root / "sub", "lies inside"), (base / nest, "contains")]
+    for number, (root, relation) in enumerate(cases):
+        slug = f"bk-on{number}-{TAG}"
+        made.append(slug)
+        with pytest.raises(BackupError, match=f"{relation} the storage root of tenant"):
+            tenant_import(source=setup.export_dir, slug=slug, storage_root=str(root), actor="tests")
+        nothing_created(slug)
+    assert not (source_root / "sub").exists()
+
+
+@pytest.mark.parametrize("linked", ["files/default", "db"])
+def test_a_symbolic_link_in_the_export_is_refused(made, export_copy, tmp_path, linked):
+    slug = f"bk-link-{TAG}"
+    made.append(slug)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(export_copy / linked, elsewhere)  # same content, so every checksum matches
+    (export_copy / linked).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(BackupError, match=f"{linked}: (a symbolic link|not a directory)"):
+        tenant_import(source=export_copy, slug=slug, actor="tests")
+    nothing_created(slug)
+    with pytest.raises(BackupError):
+        manifest_verify(export_copy)
+
+
+def test_an_export_is_for_its_owner_only_and_verify_warns_otherwise(setup, export_copy):
+    umask = os.umask(0o077)
+    os.umask(umask)
+    for path in [setup.export_dir, *setup.export_dir.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        expected = (0o700 if path.is_dir() else 0o600) & ~umask
+        assert mode == expected, (path, oct(mode))
+    assert not any("permissions" in p for p in manifest_verify(setup.export_dir).problems)
+    (export_copy / "db" / "accounts_user.csv").chmod(0o644)
+    problems = manifest_verify(export_copy).problems
+    assert any("insecure permissions" in p and "db/accounts_user.csv" in p for p in problems)
+    err = StringIO()
+    call_command("tenant", "verify", str(export_copy), stdout=StringIO(), stderr=err)
+    assert "insecure permissions" in err.getvalue()
