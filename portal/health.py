@@ -2,9 +2,11 @@
 
 `/health/live` says the process serves requests and checks nothing else. `/health/ready` checks
 the database, the broker, that every online filesystem medium of every active tenant takes a
-write, and that the singleton's heartbeat is recent. Both are unauthenticated, so a failing
-check names the part (`alpha / default: not writable (EACCES)`), never a path, host or
-message; the log line of the failure has the details for the operator.
+write, and that the singleton's heartbeat is recent. Its result is reused for
+READINESS_CACHE_SECONDS per process. Anyone may ask, so only callers admitted to /metrics
+(PORTAL_METRICS_ALLOWED_NETWORKS or the metrics token) see why a check fails: a reason names
+the part (`alpha / default: not writable (EACCES)`), never a path, host or message; the log line
+of the failure has the details for the operator. Everyone else sees check names and ok only.
 """
 
 import errno
@@ -18,15 +20,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import redis
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from jobs.tasks import PlatformTask
+
+if TYPE_CHECKING:
+    from tenants.selectors import QueryBudget
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,8 @@ HEARTBEAT_TTL_SECONDS = 24 * 3600
 # A probe result is reused this long, so load balancers polling every few seconds do not
 # write to every disk of every tenant on each poll.
 PROBE_CACHE_SECONDS = 10.0
+# The whole /health/ready result is reused this long per process: a poll costs no query.
+READINESS_CACHE_SECONDS = 5.0
 MAX_LISTED_FAILURES = 20
 
 
@@ -59,10 +67,10 @@ def _failure(error: BaseException) -> str:
 
 
 def check_database() -> Check:
+    from tenants.selectors import time_limited_reads
+
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            timeout_ms = str(int(settings.PORTAL_HEALTH_TIMEOUT * 1000))
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout_ms])
+        with time_limited_reads(settings.PORTAL_HEALTH_TIMEOUT), connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError as error:
         logger.warning("readiness: database check failed: %s", error)
@@ -118,28 +126,28 @@ class MediumRoot:
         return f"{self.tenant} / {self.medium}"
 
 
-def online_filesystem_media() -> tuple[list[MediumRoot], list[str]]:
+def online_filesystem_media(budget: "QueryBudget") -> tuple[list[MediumRoot], list[str]]:
     """Every active tenant's online filesystem media, read from its schema without switching
-    the search path; and the tenants whose media could not be read."""
-    from django_tenants.utils import quote_schema_name
-
+    the search path; and why the media of others could not be read (`alpha: ...`)."""
+    from studies.models import MediumKind, MediumStatus
     from tenants.models import Tenant, TenantStatus
+    from tenants.selectors import fleet_media
 
+    tenants = Tenant.objects.filter(status=TenantStatus.ACTIVE).exclude(schema_name="public")
     media: list[MediumRoot] = []
     unreadable: list[str] = []
-    tenants = Tenant.objects.filter(status=TenantStatus.ACTIVE).exclude(schema_name="public")
-    for slug, schema_name in tenants.order_by("slug").values_list("slug", "schema_name"):
-        sql = (
-            f"SELECT name, root FROM {quote_schema_name(schema_name)}.studies_storagemedium "  # noqa: S608 - quoted generated schema name
-            "WHERE status = %s AND kind = %s ORDER BY name"
-        )
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, ["online", "filesystem"])
-                media += [MediumRoot(slug, name, root) for name, root in cursor.fetchall()]
-        except DatabaseError as error:
-            logger.warning("readiness: media of %s unreadable: %s", slug, error)
-            unreadable.append(slug)
+    for read in fleet_media(tenants.order_by("slug").values_list("slug", "schema_name"), budget):
+        if read.error:
+            logger.warning(
+                "readiness: media of %s unreadable: %s", read.slug, read.detail or read.error
+            )
+            unreadable.append(f"{read.slug}: media unreadable ({read.error})")
+            continue
+        media += [
+            MediumRoot(read.slug, medium.name, medium.root)
+            for medium in read.media
+            if medium.status == MediumStatus.ONLINE and medium.kind == MediumKind.FILESYSTEM
+        ]
     return media, unreadable
 
 
@@ -206,12 +214,17 @@ def probe_roots(roots: list[str], timeout: float) -> dict[str, str | None]:
 
 
 def check_media() -> Check:
+    """Reading the media list takes at most PORTAL_HEALTH_TIMEOUT (every tenant's query and
+    lock wait included); waiting for the write probes at most as long again."""
+    from tenants.selectors import time_limited_reads
+
     try:
-        media, unreadable = online_filesystem_media()
-    except DatabaseError:
-        return Check("media", False, "not checked: the database is unavailable")
+        with time_limited_reads(settings.PORTAL_HEALTH_TIMEOUT) as budget:
+            media, failures = online_filesystem_media(budget)
+    except DatabaseError as error:
+        logger.warning("readiness: media list unreadable: %s", error)
+        return Check("media", False, f"not checked: tenants unreadable ({_failure(error)})")
     results = probe_roots(sorted({m.root for m in media}), settings.PORTAL_HEALTH_TIMEOUT)
-    failures = [f"{slug}: media unreadable" for slug in unreadable]
     for medium in media:
         reason = results[medium.root]
         if reason is not None:
@@ -234,6 +247,47 @@ def readiness() -> list[Check]:
     return [database, check_broker(), media, check_singleton()]
 
 
+class _ReadinessCache:
+    """The last readiness result of this process, reused for READINESS_CACHE_SECONDS; a
+    request arriving while it is being computed waits for that result instead of starting
+    the checks once more."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.checks: list[Check] | None = None
+        self.at = 0.0
+
+    def get(self) -> list[Check]:
+        with self.lock:
+            if self.checks is None or time.monotonic() - self.at >= READINESS_CACHE_SECONDS:
+                self.checks = readiness()
+                self.at = time.monotonic()
+            return self.checks
+
+    def clear(self) -> None:
+        with self.lock:
+            self.checks = None
+
+
+readiness_cache = _ReadinessCache()
+
+
+def ready_response(request: HttpRequest) -> HttpResponse:
+    from portal.metrics import scrape_allowed
+
+    checks = readiness_cache.get()
+    ok = all(check.ok for check in checks)
+    if scrape_allowed(request):
+        shown = [asdict(check) for check in checks]
+    else:  # anyone: which part fails, not which tenant or medium
+        shown = [{"name": check.name, "ok": check.ok} for check in checks]
+    return HttpResponse(
+        json.dumps({"status": "ok" if ok else "fail", "checks": shown}),
+        content_type="application/json",
+        status=200 if ok else 503,
+    )
+
+
 class HealthMiddleware:
     """Answers /health/live and /health/ready for any Host header, before anything else."""
 
@@ -250,15 +304,15 @@ class HealthMiddleware:
         elif path == "/health/live":
             response = JsonResponse({"status": "ok"})
         else:
-            checks = readiness()
-            ok = all(check.ok for check in checks)
-            response = HttpResponse(
-                json.dumps(
-                    {"status": "ok" if ok else "fail", "checks": [asdict(c) for c in checks]}
-                ),
-                content_type="application/json",
-                status=200 if ok else 503,
-            )
+            try:
+                response = ready_response(request)
+            except Exception:
+                # Answered here: Django's error page would need the sessions and the tenant
+                # that the later middlewares set up.
+                logger.exception("readiness: the checks failed")
+                response = HttpResponse(
+                    "Service Unavailable\n", status=503, content_type="text/plain"
+                )
             # Failures are logged above with their details; not once more per poll by Django.
             response._has_been_logged = True  # type: ignore[attr-defined]
         response["Cache-Control"] = "no-store"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from functools import cache
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -110,9 +110,9 @@ class FleetCollector:
         yield gauge
 
     def _tenants(self, errors: GaugeMetricFamily) -> Iterable[Metric]:
-        from django_tenants.utils import quote_schema_name
-
+        from studies.models import MediumStatus
         from tenants.models import Tenant
+        from tenants.selectors import fleet_media, time_limited_reads
 
         used = GaugeMetricFamily(
             "portal_storage_used_bytes",
@@ -129,38 +129,27 @@ class FleetCollector:
             "Job runs of a tenant whose last attempt failed (not retried successfully).",
             labels=["tenant"],
         )
-        broken = 0
         try:
-            tenants = list(
-                Tenant.objects.exclude(schema_name="public")
-                .order_by("slug")
-                .values_list("slug", "schema_name")
-            )
+            # All of it, lock waits included, within PORTAL_HEALTH_TIMEOUT.
+            with time_limited_reads(settings.PORTAL_HEALTH_TIMEOUT) as budget:
+                tenants = Tenant.objects.exclude(schema_name="public").order_by("slug")
+                reads = fleet_media(tenants.values_list("slug", "schema_name"), budget)
         except DatabaseError as error:
             logger.warning("metrics: tenants unreadable: %s", error)
             errors.add_metric(["tenants"], 1)
             return
-        for slug, schema_name in tenants:
-            schema = quote_schema_name(schema_name)
-            sql = f"""
-                SELECT name, used_bytes, capacity_bytes FROM {schema}.studies_storagemedium
-                 WHERE status <> 'retired'
-                UNION ALL
-                SELECT NULL, count(*), 0 FROM {schema}.jobs_jobrun WHERE status = 'failed'
-            """  # noqa: S608 - the schema name is generated and quoted, never user input
-            try:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(sql)
-                    rows = cursor.fetchall()
-            except DatabaseError:
-                broken += 1  # a tenant still being set up, or a broken schema
+        broken = 0
+        for read in reads:
+            if read.error:  # a tenant still being set up, a broken schema, a lock, the time
+                detail = read.detail or read.error
+                logger.info("metrics: figures of %s unreadable: %s", read.slug, detail)
+                broken += 1
                 continue
-            for name, used_bytes, capacity_bytes in rows:
-                if name is None:
-                    failed.add_metric([slug], used_bytes)
-                else:
-                    used.add_metric([slug, name], used_bytes)
-                    capacity.add_metric([slug, name], capacity_bytes)
+            failed.add_metric([read.slug], read.failed_jobs)
+            for medium in read.media:
+                if medium.status != MediumStatus.RETIRED:
+                    used.add_metric([read.slug, medium.name], medium.used_bytes)
+                    capacity.add_metric([read.slug, medium.name], medium.capacity_bytes)
         errors.add_metric(["tenants"], broken)
         yield from (used, capacity, failed)
 
@@ -189,6 +178,10 @@ def _allowed_networks() -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
     )
 
 
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # never raises, and keeps every str distinct
+
+
 def scrape_allowed(request: HttpRequest) -> bool:
     """The bearer token when one is configured and sent; else the caller's network.
 
@@ -201,7 +194,12 @@ def scrape_allowed(request: HttpRequest) -> bool:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if header:
         scheme, _, sent = header.partition(" ")
-        return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(sent, token)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
+        return (
+            bool(token)
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(_utf8(sent), _utf8(token))
+        )
     remote = request.META.get("REMOTE_ADDR", "")
     if "HTTP_X_FORWARDED_FOR" in request.META and not is_trusted_proxy(remote):
         return False
@@ -230,12 +228,24 @@ class MetricsMiddleware:
         return response
 
     def scrape(self, request: HttpRequest) -> HttpResponse:
+        try:
+            response = self._scrape(request)
+        except Exception:
+            # Answered here: Django's error page would need the sessions and the tenant that
+            # the later middlewares set up.
+            logger.exception("metrics: the scrape failed")
+            response = HttpResponse(
+                "Internal Server Error\n", status=500, content_type="text/plain"
+            )
+            response._has_been_logged = True  # type: ignore[attr-defined]
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _scrape(self, request: HttpRequest) -> HttpResponse:
         if not scrape_allowed(request):
             logger.info("metrics refused to %s", request.META.get("REMOTE_ADDR"))
             return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
         from portal.schemas import tenant_connection
 
         tenant_connection().set_schema_to_public()
-        response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
-        response["Cache-Control"] = "no-store"
-        return response
+        return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -182,6 +182,8 @@ if not env("DATABASE_URL", default=""):
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# Connecting gives up after 10 s (libpq's connect_timeout; DATABASE_URL's ?connect_timeout= wins).
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
 # A kept connection is checked before a request reuses it, so a restarted database costs one
 # reconnect instead of a failed request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -1,11 +1,15 @@
 """Reads for the super-admin site: the fleet, with each tenant's figures from its schema."""
 
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import QuerySet
 from django_tenants.utils import quote_schema_name
 
+from studies.models import MediumStatus
 from tenants import provisioning
 from tenants.models import Tenant, TenantStatus
 
@@ -41,27 +45,163 @@ def tenant_list(*, include_purged: bool = False) -> QuerySet[Tenant]:
     return manager.exclude(schema_name="public").prefetch_related("domains")
 
 
-def tenant_figures(tenant: Tenant) -> TenantFigures:
-    """Counts read straight from the tenant's tables, without switching the search path."""
-    schema = quote_schema_name(tenant.schema_name)
-    sql = f"""
-        SELECT (SELECT count(*) FROM {schema}.accounts_user WHERE is_active),
-               (SELECT count(*) FROM {schema}.studies_storagemedium WHERE status <> 'retired'),
-               (SELECT coalesce(sum(used_bytes), 0)::bigint FROM {schema}.studies_storagemedium),
-               (SELECT coalesce(sum(capacity_bytes), 0)::bigint FROM {schema}.studies_storagemedium
-                 WHERE status <> 'retired'),
-               (SELECT count(*) FROM {schema}.studies_storagemedium
-                 WHERE status = 'online' AND used_bytes * 100 >= capacity_bytes * high_watermark),
-               (SELECT count(*) FROM {schema}.jobs_jobrun WHERE status = 'failed'),
-               (SELECT count(*) FROM {schema}.audit_auditevent)
-    """  # noqa: S608 - the schema name is quoted by django-tenants and never user input
+@dataclass(frozen=True)
+class MediumRow:
+    """One storage medium of a tenant, as read from its schema."""
+
+    name: str
+    kind: str
+    status: str
+    root: str
+    used_bytes: int
+    capacity_bytes: int
+    high_watermark: int
+
+
+@dataclass(frozen=True)
+class TenantMedia:
+    """A tenant's media (retired ones too) and counts of its rows (`failed_jobs` always);
+    `error` when they could not be read (a broken schema, a lock or the time limit), the other
+    fields then empty; `detail` is the database's message, for logs only."""
+
+    slug: str
+    media: tuple[MediumRow, ...] = ()
+    counts: Mapping[str, int] = field(default_factory=dict)
+    error: str = ""
+    detail: str = ""
+
+    @property
+    def failed_jobs(self) -> int:
+        return self.counts.get("failed_jobs", 0)
+
+
+# What tenant_media can count besides the media: the table and condition of each.
+_COUNTABLE = {
+    "failed_jobs": "jobs_jobrun WHERE status = 'failed'",
+    "users": "accounts_user WHERE is_active",
+    "audit_events": "audit_auditevent",
+}
+
+
+def _media_sql(schema_name: str, counts: Iterable[str]) -> str:
+    # The schema name is quoted by django-tenants and never user input; the labels are ours.
+    schema = quote_schema_name(schema_name)
+    columns = "name, kind, status, root, used_bytes, capacity_bytes, high_watermark"
+    parts = [f"SELECT {columns} FROM {schema}.studies_storagemedium"]  # noqa: S608
+    parts += [
+        f"SELECT NULL, '{label}', NULL, NULL, count(*), 0, 0 FROM {schema}.{_COUNTABLE[label]}"  # noqa: S608
+        for label in counts
+    ]
+    return " UNION ALL ".join(parts) + " ORDER BY 1 NULLS FIRST, 2"
+
+
+def tenant_media(slug: str, schema_name: str, *, also_count: Iterable[str] = ()) -> TenantMedia:
+    """The tenant's media and failed job runs (and `also_count` of _COUNTABLE), read from its
+    schema without switching the search path: one query, in a savepoint of its own, so a
+    broken schema fails this tenant only."""
+    counted = ["failed_jobs", *also_count]
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql)
-            row = cursor.fetchone()
-    except DatabaseError:
+            cursor.execute(_media_sql(schema_name, counted))
+            rows = cursor.fetchall()
+    except DatabaseError as error:  # named by psycopg's error: LockNotAvailable, UndefinedTable
+        name = type(error.__cause__ or error).__name__
+        return TenantMedia(slug, error=name, detail=str(error).strip())
+    media = tuple(MediumRow(*row) for row in rows if row[0] is not None)
+    return TenantMedia(slug, media, {row[1]: row[4] for row in rows if row[0] is None})
+
+
+class QueryBudget:
+    """The time left for the reads of one transaction (see `time_limited_reads`)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self._limit_ms = 0
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def limit(self) -> bool:
+        """Caps the next statements (and their lock waits) at the time left; False when none
+        is left."""
+        limit_ms = int(self.remaining() * 1000)
+        if limit_ms < 1:
+            return False
+        if limit_ms != self._limit_ms:
+            _set_timeouts(str(limit_ms), str(limit_ms))
+            self._limit_ms = limit_ms
+        return True
+
+
+def _set_timeouts(statement: str, lock: str) -> None:
+    # set_config(..., true) is SET LOCAL: it ends with the transaction that set it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true),"
+            " set_config('lock_timeout', %s, true)",
+            [statement, lock],
+        )
+
+
+@contextmanager
+def time_limited_reads(seconds: float) -> Iterator[QueryBudget]:
+    """A transaction whose statements, lock waits included, end within `seconds` in all.
+
+    The limits are SET LOCAL, so they end with this transaction; when it is a savepoint of an
+    outer one (tests), the outer transaction's own limits are put back on the way out.
+    """
+    nested = connection.in_atomic_block
+    with transaction.atomic():
+        saved: tuple[str, str] | None = None
+        if nested:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+                )
+                saved = cursor.fetchone()
+        budget = QueryBudget(seconds)
+        budget.limit()
+        yield budget
+        if saved is not None:
+            _set_timeouts(*saved)
+
+
+def fleet_media(
+    tenants: Iterable[tuple[str, str]], budget: QueryBudget | None = None
+) -> list[TenantMedia]:
+    """`tenant_media` of each (slug, schema name), without switching the search path. With a
+    budget, each query gets what is left of it, and tenants not reached in time say so."""
+    results = []
+    for slug, schema_name in tenants:
+        if budget is not None and not budget.limit():
+            results.append(TenantMedia(slug, error="not read in time"))
+            continue
+        results.append(tenant_media(slug, schema_name))
+    return results
+
+
+def tenant_figures(tenant: Tenant) -> TenantFigures:
+    """Counts read straight from the tenant's tables (one query), without switching the
+    search path; all unknown when its schema is broken."""
+    read = tenant_media(tenant.slug, tenant.schema_name, also_count=("users", "audit_events"))
+    if read.error:
         return TenantFigures()  # a broken schema shows as "unknown", the page still renders
-    return TenantFigures(*row)
+    current = [m for m in read.media if m.status != MediumStatus.RETIRED]
+    return TenantFigures(
+        users=read.counts["users"],
+        media=len(current),
+        used_bytes=sum(m.used_bytes for m in read.media),
+        capacity_bytes=sum(m.capacity_bytes for m in current),
+        media_above_watermark=sum(
+            1
+            for m in read.media
+            if m.status == MediumStatus.ONLINE
+            and m.used_bytes * 100 >= m.capacity_bytes * m.high_watermark
+        ),
+        failed_jobs=read.failed_jobs,
+        audit_events=read.counts["audit_events"],
+    )
 
 
 def fleet(*, include_purged: bool = False) -> list[FleetRow]:

@@ -1,25 +1,34 @@
-"""/health/live and /health/ready: any Host, no database for live, each failing part named."""
+"""/health/live and /health/ready: any Host, no database for live, each failing part named
+(to the callers admitted to /metrics), bounded in time outside the tests' transaction too."""
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.test import Client, override_settings
-from django_tenants.utils import schema_context
+from django_tenants.utils import quote_schema_name, schema_context
 
 from portal import health
 from portal.embedded import embedded_redis
 from studies.models import MediumStatus, StorageMedium
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
 
+OUTSIDE = "203.0.113.9"
+
 
 @pytest.fixture(autouse=True)
 def _fresh_probes() -> Iterator[None]:
     health._probes.clear()
+    health.readiness_cache.clear()
     yield
     health._probes.clear()
+    health.readiness_cache.clear()
 
 
 @pytest.fixture
@@ -30,8 +39,10 @@ def heartbeat() -> Iterator[None]:
     health.redis_client(settings.REDIS_URL).delete(health.HEARTBEAT_KEY)
 
 
-def ready(host: str = "10.0.0.5:8000") -> tuple[int, dict[str, dict]]:
-    response = Client(HTTP_HOST=host).get("/health/ready")
+def ready(host: str = "10.0.0.5:8000", **extra: str) -> tuple[int, dict[str, dict]]:
+    """/health/ready checked afresh, asked from 127.0.0.1 (an allowed network: reasons shown)."""
+    health.readiness_cache.clear()
+    response = Client(HTTP_HOST=host, **extra).get("/health/ready")
     assert response["Content-Type"] == "application/json"
     assert response["Cache-Control"] == "no-store"
     body = response.json()
@@ -156,3 +167,160 @@ def test_the_heartbeat_is_scheduled_every_minute_and_written_under_a_fixed_key(d
     stored = health.redis_client(settings.REDIS_URL).get("portal:singleton-heartbeat")
     assert float(stored) == written
     health.redis_client(settings.REDIS_URL).delete(health.HEARTBEAT_KEY)
+
+
+@pytest.mark.usefixtures("storage")
+def test_anyone_else_sees_which_check_fails_but_not_why(alpha, heartbeat, tmp_path):
+    with schema_context(alpha.schema_name):
+        StorageMedium.objects.filter(name="default").update(root=str(tmp_path / "gone"))
+    names = ["database", "broker", "media", "singleton"]
+    for extra in (
+        {"REMOTE_ADDR": OUTSIDE},
+        # relayed by a proxy that is not trusted: the client is unknown
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": OUTSIDE},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_AUTHORIZATION": "Bearer wrong"},
+    ):
+        status, checks = ready(**extra)
+        assert status == 503, extra
+        assert list(checks) == names
+        assert [(c["name"], c["ok"]) for c in checks.values()] == list(
+            zip(names, [True, True, False, True], strict=True)
+        )
+        assert all(set(check) == {"name", "ok"} for check in checks.values()), checks
+    # The callers admitted to /metrics see the reasons: its networks (above), or its token.
+    with override_settings(PORTAL_METRICS_TOKEN="scrape-token-0123456789"):
+        status, checks = ready(
+            REMOTE_ADDR=OUTSIDE, HTTP_AUTHORIZATION="Bearer scrape-token-0123456789"
+        )
+    assert checks["media"]["reason"] == "alpha / default: not writable (FileNotFoundError ENOENT)"
+
+
+@pytest.mark.usefixtures("storage")
+def test_the_result_is_reused_for_a_few_seconds(heartbeat, tmp_path, django_assert_num_queries):
+    assert health.READINESS_CACHE_SECONDS == 5.0
+    status, checks = ready()
+    assert status == 200, checks
+    # Within the few seconds: no query, no broker, no probe; the same answer.
+    with (
+        django_assert_num_queries(0),
+        override_settings(CELERY_BROKER_URL="redis://127.0.0.1:9/0"),
+    ):
+        for _ in range(3):
+            response = Client(REMOTE_ADDR=OUTSIDE).get("/health/ready")
+            assert response.status_code == 200
+    # Once they are over, checked again.
+    health.readiness_cache.at -= health.READINESS_CACHE_SECONDS
+    with override_settings(CELERY_BROKER_URL="redis://127.0.0.1:9/0"):
+        response = Client().get("/health/ready")
+    assert response.status_code == 503
+    assert {c["name"]: c["ok"] for c in response.json()["checks"]}["broker"] is False
+
+
+def test_a_check_that_crashes_gets_a_plain_503_and_a_log_line(db, monkeypatch, caplog):
+    def broken() -> list[health.Check]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(health, "readiness", broken)
+    with caplog.at_level("ERROR", logger="portal.health"):
+        response = Client(HTTP_HOST="nonsense").get("/health/ready")
+    assert response.status_code == 503
+    assert response["Content-Type"] == "text/plain"
+    assert response.content == b"Service Unavailable\n"
+    assert [r.getMessage() for r in caplog.records] == ["readiness: the checks failed"]
+    assert caplog.records[0].exc_info[0] is RuntimeError
+    assert Client(HTTP_HOST="nonsense").get("/health/live").status_code == 200
+
+
+def test_the_time_limits_do_not_outlast_the_checks(alpha):
+    """SET LOCAL ends with the checks' own transaction; nested in the tests' transaction, the
+    limits that were there before come back."""
+
+    def limits() -> tuple[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+            )
+            return cursor.fetchone()
+
+    before = limits()
+    assert health.check_database().ok
+    health.check_media()
+    assert limits() == before
+
+
+# -- Outside the tests' transaction, as in production ---------------------------------------
+
+
+def in_own_connection(function: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Runs `function` in a thread: Django gives it a connection of its own, in autocommit
+    and outside the tests' transaction (whose SET LOCAL would otherwise still be in force)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            outcome["value"] = function()
+        except BaseException as error:
+            outcome["error"] = error
+        finally:
+            outcome["seconds"] = time.monotonic() - started
+            connection.close()
+
+    thread = threading.Thread(target=run, name="outside-the-test-transaction", daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def locked_medium_table(tenant: Any) -> psycopg.Connection:
+    """A second session holding ACCESS EXCLUSIVE on the tenant's studies_storagemedium (in
+    an open transaction) until it is closed: every read of that table waits."""
+    params = connection.settings_dict
+    locker = psycopg.connect(
+        dbname=params["NAME"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+    )
+    locker.execute("SET lock_timeout = '5s'")
+    table = f"{quote_schema_name(tenant.schema_name)}.studies_storagemedium"
+    locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    return locker
+
+
+def run_while_locked(tenant: Any, function: Callable[[], Any], limit: float) -> dict[str, Any]:
+    """`function` in its own connection while the tenant's medium table is locked; fails if it
+    is not back within `limit` seconds (the lock is released then, so it ends anyway)."""
+    locker = locked_medium_table(tenant)
+    try:
+        thread, outcome = in_own_connection(function)
+        thread.join(limit)
+        hung = thread.is_alive()
+    finally:
+        locker.close()  # rolls back: the lock goes
+    thread.join(10)
+    assert not hung, f"still waiting after {limit} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome
+
+
+@override_settings(PORTAL_HEALTH_TIMEOUT=1.0)
+def test_a_locked_media_table_fails_the_check_within_the_timeout(alpha):
+    outcome = run_while_locked(
+        alpha, lambda: Client(HTTP_HOST="nonsense").get("/health/ready"), limit=3.0
+    )
+    response = outcome["value"]
+    assert response.status_code == 503
+    assert outcome["seconds"] < 1.0 + 1.0, outcome["seconds"]
+    checks = {check["name"]: check for check in response.json()["checks"]}
+    assert checks["database"]["ok"] is True
+    assert checks["media"]["ok"] is False
+    reasons = checks["media"]["reason"].split("; ")
+    # lock_timeout or statement_timeout, whichever strikes first
+    assert reasons[0] in {
+        "alpha: media unreadable (LockNotAvailable)",
+        "alpha: media unreadable (QueryCanceled)",
+    }, reasons
+    # The time is used up: the tenants after alpha are not read, and say so.
+    assert "beta: media unreadable (not read in time)" in reasons, reasons

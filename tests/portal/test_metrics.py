@@ -8,9 +8,12 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.models import JobRun, JobStatus
+from portal import metrics
 from portal.embedded import embedded_redis
-from studies.models import StorageMedium
+from studies.models import MediumStatus, StorageMedium
+from tenants.selectors import TenantFigures, tenant_figures
 from tests.conftest import tenant_client
+from tests.portal.test_health import run_while_locked
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
 from tests.studies.test_ingest import bundled, ingest
 
@@ -18,7 +21,10 @@ OUTSIDE = "203.0.113.9"
 
 
 def scrape(**extra: str) -> dict[tuple[str, frozenset], float]:
-    response = Client(HTTP_HOST="10.0.0.5:8000", **extra).get("/metrics")
+    return samples_of(Client(HTTP_HOST="10.0.0.5:8000", **extra).get("/metrics"))
+
+
+def samples_of(response) -> dict[tuple[str, frozenset], float]:  # type: ignore[no-untyped-def]
     assert response.status_code == 200, response.content[:500]
     assert response["Content-Type"].startswith("text/plain; version=")
     samples = {}
@@ -61,6 +67,30 @@ def test_the_bearer_token_admits_from_anywhere_and_a_wrong_one_nowhere(db):
 def test_without_a_configured_token_no_token_admits(db):
     client = Client(REMOTE_ADDR=OUTSIDE, HTTP_AUTHORIZATION="Bearer ")
     assert client.get("/metrics").status_code == 403
+
+
+@pytest.mark.parametrize("token", ["", "scrape-token-0123456789", "scrape-tökén-0123456789"])
+def test_a_token_that_is_not_ascii_is_refused_not_a_crash(db, token):
+    with override_settings(PORTAL_METRICS_TOKEN=token):
+        for sent in ("tökén", "scrape-tökén-0123456789x", "\udcff", "\ud800"):
+            client = Client(REMOTE_ADDR=OUTSIDE, HTTP_AUTHORIZATION=f"Bearer {sent}")
+            assert client.get("/metrics").status_code == 403, sent
+        if token and not token.isascii():  # a configured one that is not ASCII still works
+            client = Client(REMOTE_ADDR=OUTSIDE, HTTP_AUTHORIZATION=f"Bearer {token}")
+            assert client.get("/metrics").status_code == 200
+
+
+def test_a_scrape_that_crashes_gets_a_plain_500_and_a_log_line(db, monkeypatch, caplog):
+    def broken() -> bytes:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(metrics, "exposition", broken)
+    with caplog.at_level("ERROR", logger="portal.metrics"):
+        response = Client(HTTP_HOST="nonsense").get("/metrics")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "text/plain"
+    assert response.content == b"Internal Server Error\n"
+    assert [r.getMessage() for r in caplog.records] == ["metrics: the scrape failed"]
 
 
 def test_requests_are_counted_by_route_name_never_by_path(alpha):
@@ -140,3 +170,56 @@ def test_ingest_items_are_counted_by_outcome_and_source(alpha):
     assert value(scrape(), "portal_ingest_items_total", outcome="stored", source="upload") == (
         stored + 1
     )
+
+
+@override_settings(PORTAL_HEALTH_TIMEOUT=1.0)
+def test_a_locked_media_table_leaves_its_tenant_out_within_the_timeout(alpha):
+    """Outside the tests' transaction: the scrape's reads share PORTAL_HEALTH_TIMEOUT."""
+    outcome = run_while_locked(
+        alpha, lambda: Client(HTTP_HOST="nonsense").get("/metrics"), limit=3.0
+    )
+    assert outcome["seconds"] < 1.0 + 1.0, outcome["seconds"]
+    samples = samples_of(outcome["value"])
+    assert value(samples, "portal_storage_used_bytes", tenant="alpha", medium="default") is None
+    assert value(samples, "portal_job_runs_failed", tenant="alpha") is None
+    assert (value(samples, "portal_scrape_error", part="tenants") or 0) >= 1
+    assert value(samples, "portal_celery_queue_length", queue="default") is not None
+
+
+@pytest.mark.usefixtures("storage")
+def test_the_fleet_page_figures_and_the_gauges_read_the_same_rows(alpha):
+    with schema_context(alpha.schema_name):
+        StorageMedium.objects.filter(name="default").update(used_bytes=3_900_000_000)
+        default = StorageMedium.objects.get(name="default")
+        StorageMedium.objects.create(
+            name="old",
+            root=default.root,
+            capacity_bytes=10**9,
+            used_bytes=500,
+            status=MediumStatus.RETIRED,
+        )
+        JobRun.objects.create(job="retention", period="2026-01-01T00:00", status=JobStatus.FAILED)
+        JobRun.objects.create(job="retention", period="2026-01-02T00:00", status=JobStatus.FAILED)
+    figures = tenant_figures(alpha)
+    assert figures.media == 1  # the retired one is not counted...
+    assert figures.used_bytes == 3_900_000_000 + 500  # ...but its bytes still are
+    assert figures.capacity_bytes == default.capacity_bytes
+    assert figures.media_above_watermark == 1  # 3.9 GB of 4 GiB is above 90 %
+    assert figures.failed_jobs == 2
+    assert figures.users is not None and figures.audit_events is not None
+    samples = scrape()
+    assert value(samples, "portal_storage_used_bytes", tenant="alpha", medium="default") == (
+        3_900_000_000
+    )
+    assert value(samples, "portal_storage_used_bytes", tenant="alpha", medium="old") is None
+    assert value(samples, "portal_job_runs_failed", tenant="alpha") == 2
+
+
+def test_figures_of_a_broken_schema_are_unknown(new_tenant):
+    from django.db import connection
+
+    tenant = new_tenant("broken-figures").tenant
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE t_broken_figures.jobs_jobrun CASCADE")
+    assert tenant_figures(tenant) == TenantFigures()
+    assert value(scrape(), "portal_scrape_error", part="tenants") == 1
