@@ -25,6 +25,23 @@ PASSWORD = "correct-horse-battery-staple"
 TWINS = ("alpha", "beta")
 
 
+def test_database_url() -> str:
+    """DATABASE_URL with the test database's name, for a second session or a subprocess.
+
+    Built from the URL rather than from settings: with the embedded server the host is a
+    socket directory in the query string (`?host=`), which settings keep in OPTIONS."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    from django.db import connections
+
+    test_name = connections["default"].settings_dict["NAME"]
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + quote(test_name)))
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # not a test, says pytest
+
+
 def require_tool(path: str, what: str) -> None:
     """Skip with a reason when run by hand; under CI (`CI` set), a missing tool is a failure."""
     if shutil.which(path) or os.path.exists(path):

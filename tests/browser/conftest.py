@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test import override_settings
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
@@ -26,6 +25,7 @@ from accounts.models import User
 from accounts.services import user_create
 from tenants.models import Tenant, TenantStatus
 from tenants.services import tenant_delete, tenant_purge
+from tests.conftest import test_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -80,11 +80,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _test_database_url() -> str:
-    """DATABASE_URL with its database name replaced by the test database's name."""
-    test_name = connections["default"].settings_dict["NAME"]
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/" + quote(test_name)))
+_test_database_url = test_database_url
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -17,6 +17,7 @@ from django_tenants.utils import quote_schema_name, schema_context
 from portal import health
 from portal.embedded import embedded_redis
 from studies.models import MediumStatus, StorageMedium
+from tests.conftest import test_database_url
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
 
 OUTSIDE = "203.0.113.9"
@@ -274,14 +275,7 @@ def in_own_connection(function: Callable[[], Any]) -> tuple[threading.Thread, di
 def locked_medium_table(tenant: Any) -> psycopg.Connection:
     """A second session holding ACCESS EXCLUSIVE on the tenant's studies_storagemedium (in
     an open transaction) until it is closed: every read of that table waits."""
-    params = connection.settings_dict
-    locker = psycopg.connect(
-        dbname=params["NAME"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        host=params["HOST"] or None,
-        port=params["PORT"] or None,
-    )
+    locker = psycopg.connect(test_database_url())
     locker.execute("SET lock_timeout = '5s'")
     table = f"{quote_schema_name(tenant.schema_name)}.studies_storagemedium"
     locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")

@@ -53,6 +53,7 @@ from tenants import backup
 from tenants.backup import BackupError, Manifest, manifest_verify, tenant_export, tenant_import
 from tenants.models import Tenant, TenantEvent
 from tenants.services import tenant_create, tenant_delete, tenant_purge
+from tests.conftest import test_database_url
 from tests.studies.test_ingest import distinct_instances, ingest
 
 PASSWORD = "a-long-and-unguessable-password-42"
@@ -661,11 +662,8 @@ backup.tenant_import(source=Path(sys.argv[1]), slug=sys.argv[2], actor="tests")
 def test_an_import_killed_half_way_leaves_the_root_alone_and_a_retry_succeeds(setup, made):
     slug = f"bk-kill-{TAG}"
     made.append(slug)
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    url = f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
     env = os.environ | {
-        "DATABASE_URL": f"{url}/{db['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PORTAL_STORAGE_ROOT": str(settings.PORTAL_STORAGE_ROOT),
     }
