@@ -21,7 +21,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+from support import cpu_and_memory, descendants, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # `python bench/dicomweb.py` puts bench/ first on sys.path, where bench/tenants.py would
@@ -298,36 +299,6 @@ def setup_django() -> None:
     import django
 
     django.setup()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-def descendants(pid: int) -> list[int]:
-    found = [pid]
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                found.extend(descendants(int(child)))
-    except OSError:
-        pass
-    return found
 
 
 def rss_mib(pid: int) -> dict[str, dict[str, float]]:
@@ -877,19 +848,7 @@ def orthanc_post_files(port: int, files: list[Path]) -> float:
 def machine() -> dict[str, Any]:
     from django.db import connection
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "",
-    )
-    mem = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
+    cpu, ram_gib = cpu_and_memory()
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         pg = cursor.fetchone()[0]
@@ -902,7 +861,7 @@ def machine() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
-        "ram_gib": round(mem / 1024 / 1024, 1),
+        "ram_gib": ram_gib,
         "postgresql": pg,
         "shared_buffers": buffers,
         "python": platform.python_version(),
