@@ -102,30 +102,38 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> No
     )
 
 
-@pytest.fixture
-def live_portal(
-    request: pytest.FixtureRequest, django_db_setup: None, tmp_path: Path
+@contextmanager
+def running_portal(
+    request: pytest.FixtureRequest,
+    log: Path,
+    *,
+    settings_module: str = "tests.settings",
+    url_host: str = "localhost",
+    unset: tuple[str, ...] = (),
+    **environment: str,
 ) -> Iterator[LiveServer]:
     """`manage.py runserver` on a free port against the test database; stopped afterwards.
 
-    Its stderr goes to a file that is printed when the test fails. It inherits
-    PORTAL_STORAGE_ROOT from this process (tests/settings.py exports it), so both agree on
-    where tenant files live.
+    Its stderr goes to `log`, printed when the test fails. It inherits PORTAL_STORAGE_ROOT
+    from this process (tests/settings.py exports it), so both agree on where tenant files
+    live; `environment` adds or overrides variables (routing mode, trusted proxies, ...).
     """
     from django.conf import settings
 
     port = _free_port()
-    log = tmp_path / "server.log"
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": settings_module,
         "DATABASE_URL": _test_database_url(),
         "PORTAL_URL_PORT": str(port),
         "PORTAL_URL_SCHEME": "http",
         "DEBUG": "false",
         "PORTAL_STORAGE_ROOT": str(settings.PORTAL_STORAGE_ROOT),
         "PYTHONUNBUFFERED": "1",
+        **environment,
     }
+    for name in unset:
+        env.pop(name, None)
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -138,7 +146,7 @@ def live_portal(
         _wait_for_port(port, process, log)
         yield LiveServer(
             port=port,
-            url=f"http://localhost:{port}",
+            url=f"http://{url_host}:{port}",
             storage_root=Path(settings.PORTAL_STORAGE_ROOT),
         )
     finally:
@@ -151,6 +159,15 @@ def live_portal(
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
             print(f"--- portal server log ({log}) ---\n{log.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def live_portal(
+    request: pytest.FixtureRequest, django_db_setup: None, tmp_path: Path
+) -> Iterator[LiveServer]:
+    """The portal as its own server process (`running_portal`), in the test's routing mode."""
+    with running_portal(request, tmp_path / "server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Fixtures for the deployment tests: the portal as its own server behind a real nginx.
 
-The portal server is started the way tests/browser's `live_portal` starts it (same helpers,
-`manage.py runserver` against the test database), but with tests/deploy/proxy_settings.py:
+The portal server is started by tests/browser's `running_portal` (`manage.py runserver`
+against the test database), but with tests/deploy/proxy_settings.py:
 tests/settings.py pins PORTAL_TRUSTED_PROXIES, and `live_portal` pins that settings module,
 so the proxy could not be trusted otherwise. The fixture keeps the name `live_portal`, so
 tests/browser's `committed_tenant` (imported below) purges its tenants with this server.
@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,12 +24,11 @@ from tests.browser.conftest import (  # noqa: F401 - fixtures and the report hoo
     PROJECT_ROOT,
     LiveServer,
     _free_port,
-    _test_database_url,
-    _wait_for_port,
     committed_tenant,
     public_schema,
     purge_tenants_after,
     pytest_runtest_makereport,
+    running_portal,
 )
 from tests.conftest import require_tool
 
@@ -55,50 +53,17 @@ def live_portal(
     """`manage.py runserver` on a free port against the test database, as tests/browser's
     fixture of this name, with proxy_settings: routing `portal_routing`, nginx on loopback
     trusted. (Other fixtures, e.g. `committed_tenant`, may start it before the test body.)"""
-    from django.conf import settings
-
-    port = _free_port()
-    log = tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.deploy.proxy_settings",
-        "DATABASE_URL": _test_database_url(),
-        "PORTAL_URL_SCHEME": "https",
-        "DEBUG": "false",
-        "PORTAL_STORAGE_ROOT": str(settings.PORTAL_STORAGE_ROOT),
-        "PORTAL_TENANT_ROUTING": portal_routing,
-        "PORTAL_TRUSTED_PROXIES": "127.0.0.1/32",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        _wait_for_port(port, process, log)
-        yield LiveServer(
-            port=port,
-            url=f"http://127.0.0.1:{port}",
-            storage_root=Path(settings.PORTAL_STORAGE_ROOT),
-        )
-    finally:
-        _stop(process)
-        report = getattr(request.node, "report_call", None)
-        if report is not None and report.failed:
-            print(f"--- portal server log ({log}) ---\n{log.read_text(errors='replace')}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with running_portal(
+        request,
+        tmp_path / "server.log",
+        settings_module="tests.deploy.proxy_settings",
+        url_host="127.0.0.1",
+        unset=("PORTAL_URL_PORT",),  # links go through nginx, whose port this is not
+        PORTAL_URL_SCHEME="https",
+        PORTAL_TENANT_ROUTING=portal_routing,
+        PORTAL_TRUSTED_PROXIES="127.0.0.1/32",
+    ) as server:
+        yield server
 
 
 def render_template(name: str, values: dict[str, str]) -> str:
