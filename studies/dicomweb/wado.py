@@ -52,7 +52,13 @@ from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import BaseTag, Tag
 
-from studies.dicomweb.access import DICOM_JSON, DicomWebError, DicomWebView, checked_uid
+from studies.dicomweb.access import (
+    DICOM_JSON,
+    DicomWebError,
+    DicomWebView,
+    accepts_dicom_json,
+    checked_uid,
+)
 from studies.dicomweb.multipart import media_type_parse
 from studies.dicomweb.negotiation import MediaRange, accepted
 from studies.ingest import CHUNK, instance_path
@@ -766,9 +772,9 @@ class MetadataView(WadoView):
         instance: str | None = None,
     ) -> HttpResponseBase:
         target = find_target(study, series, instance)
-        ranges = accepted(request)
-        if not any(r.anything or r.media_type in {DICOM_JSON, "application/json"} for r in ranges):
-            raise _not_acceptable("metadata", ranges, [f"Metadata is offered as {DICOM_JSON}."])
+        if not accepts_dicom_json(request):
+            reason = f"Metadata is offered as {DICOM_JSON}."
+            raise _not_acceptable("metadata", accepted(request), [reason])
         instances = list(target.instances())
         if not instances:
             raise DicomWebError(404, f"The {target.level} {target.uid} has no instances.")
