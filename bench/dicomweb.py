@@ -576,18 +576,6 @@ def explain_queries(tenant: Any, plan: dict[str, list[dict[str, str]]]) -> dict[
 # -- WADO-RS ----------------------------------------------------------------------------------
 
 
-def wado_available() -> bool:
-    """Whether studies/dicomweb/wado.py's RetrieveView has its own get (checked afresh)."""
-    check = (
-        "import django; django.setup(); from studies.dicomweb import wado; "
-        "print('get' in vars(wado.RetrieveView))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip().endswith("True")
-
-
 def write_ct_series(folder: Path, count: int, size: int) -> tuple[str, str, int]:
     """`count` CT instances of size x size in one series (as bench/ingest.py makes them)."""
     import numpy as np
@@ -947,12 +935,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--wado-size", type=int, default=512, help="Rows/columns of its CT (default 512)."
     )
     parser.add_argument("--wado-runs", type=int, default=5, help="Timed retrieves (default 5).")
-    parser.add_argument(
-        "--wado-wait",
-        type=float,
-        default=0,
-        help="Seconds to wait for WADO-RS retrieve to exist before skipping it (default 0).",
-    )
     parser.add_argument("--no-wado", action="store_true", help="Skip WADO-RS.")
     parser.add_argument(
         "--no-explain", action="store_true", help="Skip EXPLAIN ANALYZE of the queries."
@@ -1055,41 +1037,32 @@ def main(argv: list[str] | None = None) -> int:
 
             wado = None
             if not args.no_wado:
-                deadline = time.monotonic() + args.wado_wait
-                while not (available := wado_available()) and time.monotonic() < deadline:
-                    say("WADO-RS retrieve not written yet; waiting")
-                    time.sleep(60)
-                if not available:
-                    results["notes"].append(
-                        "WADO-RS not measured: studies/dicomweb/wado.py RetrieveView has no get."
-                    )
-                else:
-                    found = wado_series_in_tenant(big, args.wado_instances) if args.keep else None
-                    folder = work / "wado"
-                    orthanc_has = (orthanc_home / "wado.json").exists() and args.orthanc
-                    if found is None or (args.orthanc and not orthanc_has):
-                        say(f"writing {args.wado_instances} CT files for WADO-RS")
-                        written = write_ct_series(folder, args.wado_instances, args.wado_size)
+                found = wado_series_in_tenant(big, args.wado_instances) if args.keep else None
+                folder = work / "wado"
+                orthanc_has = (orthanc_home / "wado.json").exists() and args.orthanc
+                if found is None or (args.orthanc and not orthanc_has):
+                    say(f"writing {args.wado_instances} CT files for WADO-RS")
+                    written = write_ct_series(folder, args.wado_instances, args.wado_size)
+                if found is None:
+                    files = sorted(folder.iterdir())
+                    say("ingesting them through the pipeline")
+                    results["wado_ingest"] = ingest_files(big, files)
+                    found = wado_series_in_tenant(big, args.wado_instances)
                     if found is None:
+                        raise RuntimeError(f"WADO series not indexed: {results['wado_ingest']}")
+                wado = {"portal": found}
+                if args.orthanc:
+                    kept = orthanc_home / "wado.json"
+                    if kept.exists():
+                        wado["orthanc"] = tuple(json.loads(kept.read_text()))
+                    else:
                         files = sorted(folder.iterdir())
-                        say("ingesting them through the pipeline")
-                        results["wado_ingest"] = ingest_files(big, files)
-                        found = wado_series_in_tenant(big, args.wado_instances)
-                        if found is None:
-                            raise RuntimeError(f"WADO series not indexed: {results['wado_ingest']}")
-                    wado = {"portal": found}
-                    if args.orthanc:
-                        kept = orthanc_home / "wado.json"
-                        if kept.exists():
-                            wado["orthanc"] = tuple(json.loads(kept.read_text()))
-                        else:
-                            files = sorted(folder.iterdir())
-                            say("posting them to Orthanc")
-                            seconds = orthanc_post_files(orthanc_port, files)
-                            results["orthanc_wado_load_seconds"] = round(seconds, 1)
-                            wado["orthanc"] = written
-                            kept.write_text(json.dumps(written))
-                    shutil.rmtree(folder, ignore_errors=True)
+                        say("posting them to Orthanc")
+                        seconds = orthanc_post_files(orthanc_port, files)
+                        results["orthanc_wado_load_seconds"] = round(seconds, 1)
+                        wado["orthanc"] = written
+                        kept.write_text(json.dumps(written))
+                shutil.rmtree(folder, ignore_errors=True)
 
             port = free_port()
             gunicorn = [sys.executable, "-m", "gunicorn", "portal.wsgi", "-w", str(args.workers)]
