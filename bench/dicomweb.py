@@ -20,21 +20,19 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from support import cpu_and_memory, descendants, free_port, wait_for_port
+from support import cpu_and_memory, descendants, free_port, service
 
 ROOT = Path(__file__).resolve().parent.parent
 # `python bench/dicomweb.py` puts bench/ first on sys.path, where bench/tenants.py would
@@ -317,34 +315,6 @@ def rss_mib(pid: int) -> dict[str, dict[str, float]]:
                 values[key] = round(int(line.split()[1]) / 1024, 1)
         found[f"{each} {cmd.strip()[:50]}"] = values
     return found
-
-
-@contextmanager
-def service(
-    command: list[str], log: Path, port: int | None = None, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess in its own process group, stopped (and its group) on exit."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            if port is not None:
-                wait_for_port(port, process)
-            yield process
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
 
 
 def load() -> list[float]:

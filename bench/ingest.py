@@ -7,19 +7,17 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from support import cpu_and_memory, descendants, free_port, wait_for_port
+from support import cpu_and_memory, descendants, free_port, service, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # `python bench/ingest.py` puts bench/ first on sys.path, where bench/tenants.py would shadow
@@ -167,28 +165,6 @@ def peak_rss_mib(pid: int) -> dict[str, float]:
             if line.startswith("VmHWM:"):
                 peaks[f"{each} {cmd.strip()[:60]}"] = round(int(line.split()[1]) / 1024, 1)
     return peaks
-
-
-@contextmanager
-def service(command: list[str], log: Path, port: int | None = None) -> Iterator[Any]:
-    """A subprocess in its own process group, stopped (and its group) on exit."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            if port is not None:
-                wait_for_port(port, process)
-            yield process
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
 
 
 def wait_for_log(log: Path, needle: str, process: subprocess.Popen[bytes], timeout: float = 60):
