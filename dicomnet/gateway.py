@@ -154,6 +154,39 @@ def store_received(*, session: Session, sop_instance_uid: str, data: bytes) -> I
     return item
 
 
+class GatewayAE(AE):
+    """pynetdicom's AE, whose title a thread may stand in for.
+
+    pynetdicom opens a C-MOVE's sub-association to the destination from the thread of the
+    association that asked, calling it with `ae.ae_title`; a destination that checks
+    calling AE titles knows the tenant's title (the one its users configured and called),
+    not the gateway's. `acting_as` makes that thread's reads of the title the tenant's for
+    as long as the move's responses are being produced; other threads see the gateway's.
+    """
+
+    def __init__(self, ae_title: str) -> None:
+        self._acting = threading.local()
+        super().__init__(ae_title=ae_title)
+
+    @property
+    def ae_title(self) -> str:
+        acting = getattr(getattr(self, "_acting", None), "title", None)
+        return acting or str(AE.ae_title.fget(self))  # type: ignore[attr-defined]
+
+    @ae_title.setter
+    def ae_title(self, value: str) -> None:
+        AE.ae_title.fset(self, value)  # type: ignore[attr-defined]
+
+    def acting_as(self, title: str, responses: Iterator[Any]) -> Iterator[Any]:
+        """`responses`, produced while this thread's AE title reads as `title`."""
+        previous = getattr(self._acting, "title", None)
+        self._acting.title = title
+        try:
+            yield from responses
+        finally:
+            self._acting.title = previous
+
+
 class DicomGateway:
     """The application entity, its handlers and the sessions of the open associations.
 
@@ -164,7 +197,7 @@ class DicomGateway:
 
     def __init__(self, *, ae_title: str = DEFAULT_AE_TITLE) -> None:
         self.ae_title = ae_title
-        self.ae = AE(ae_title=ae_title)
+        self.ae = GatewayAE(ae_title)
         self.ae.maximum_associations = MAX_ASSOCIATIONS
         # The acceptor has no 128-context limit (that bounds what a requestor proposes).
         # Both roles: a C-STORE requestor proposes no role and gets us as SCP; a C-GET
@@ -337,7 +370,7 @@ class DicomGateway:
 
     def _on_move(self, event: Event) -> Iterator[Any]:
         session = self._session(event)
-        return queryretrieve.move(
+        moves = queryretrieve.move(
             tenant=session.tenant,
             peer=session.peer,
             sop_class_uid=str(event.context.abstract_syntax),
@@ -345,6 +378,8 @@ class DicomGateway:
             destination_ae=str(event.move_destination or ""),
             is_cancelled=lambda: bool(event.is_cancelled),
         )
+        # The sub-association calls the destination as the tenant's AE title.
+        return self.ae.acting_as(session.tenant.ae_title, moves)
 
     def _on_get(self, event: Event) -> Iterator[Any]:
         session = self._session(event)

@@ -515,12 +515,24 @@ def test_find_statuses_for_invalid_and_partly_supported_identifiers(
 
 @pytest.fixture(scope="module")
 def destination(tmp_path_factory) -> Iterator[tuple[int, Path]]:
-    """A storescp on a free port, writing what it receives to a folder."""
+    """A storescp on a free port, writing what it receives to a folder, and the calling AE
+    title of each C-STORE it takes to `calling.log` beside that folder."""
     require_tool(STORESCP, "DCMTK")
     folder = tmp_path_factory.mktemp("received")
     port = _free_port()
+    calling_log = folder.parent / "calling.log"
     process = subprocess.Popen(
-        [STORESCP, "-aet", DESTINATION, "+xa", "-od", str(folder), str(port)],
+        [
+            STORESCP,
+            "-aet",
+            DESTINATION,
+            "+xa",
+            "-od",
+            str(folder),
+            "--exec-on-reception",
+            f"echo #a >> {calling_log}",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -596,6 +608,9 @@ def test_movescu_sends_a_study_to_the_tenants_registered_node(
         assert got[sop].PixelData == sent[sop].PixelData
         assert got[sop].SOPClassUID == sent[sop].SOPClassUID
         assert got[sop].PatientName == "Doe^Jane"
+    # The destination is called by the tenant's AE title, which its users configured.
+    calling = (registered.parent / "calling.log").read_text().split()
+    assert calling and set(calling) == {a.ae}
     [audit] = audit_rows(a, "dimse.move")[-1:]
     assert audit.details["instances"] == 3
     assert audit.details["destination"].startswith(f"{DESTINATION}@127.0.0.1:")
