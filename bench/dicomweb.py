@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from support import cpu_and_memory, descendants, free_port, service
+from support import cpu_and_memory, descendants, free_port, orthanc_config, service
 
 ROOT = Path(__file__).resolve().parent.parent
 # `python bench/dicomweb.py` puts bench/ first on sys.path, where bench/tenants.py would
@@ -680,24 +680,16 @@ def run_wado(url: str, headers: dict[str, str], runs: int, payload: int) -> dict
 # -- Orthanc ----------------------------------------------------------------------------------
 
 
-def orthanc_config(home: Path, http_port: int, dicom_port: int) -> Path:
-    config = {
-        "Name": "bench",
-        "StorageDirectory": str(home / "storage"),
-        "IndexDirectory": str(home / "index"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+def bench_orthanc_config(home: Path, http_port: int, dicom_port: int) -> Path:
+    return orthanc_config(
+        home,
+        http_port=http_port,
+        dicom_port=dicom_port,
         # Only to load faster: no fsync per stored file (queries and reads are unaffected).
-        "SyncStorageArea": False,
-        "Plugins": [ORTHANC_DICOMWEB],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
-    }
-    path = home / "orthanc.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
+        SyncStorageArea=False,
+        Plugins=[ORTHANC_DICOMWEB],
+        DicomWeb={"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
+    )
 
 
 def orthanc_json(port: int, method: str, path: str, body: bytes | None = None) -> Any:
@@ -981,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
                 home = orthanc_home
                 home.mkdir(parents=True, exist_ok=True)
                 orthanc_port, dicom_port = free_port(), free_port()
-                config = orthanc_config(home, orthanc_port, dicom_port)
+                config = bench_orthanc_config(home, orthanc_port, dicom_port)
                 orthanc = stack.enter_context(
                     service([ORTHANC, str(config)], logs / "orthanc.log", orthanc_port)
                 )

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from support import cpu_and_memory, descendants, free_port, service, wait_for_port
+from support import (
+    cpu_and_memory,
+    descendants,
+    free_port,
+    orthanc_config,
+    service,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # `python bench/ingest.py` puts bench/ first on sys.path, where bench/tenants.py would shadow
@@ -396,18 +403,7 @@ def run_orthanc(tenant: Any, files: list[Path], *, logs: Path, work: Path, **_: 
     dicom_port, http_port = free_port(), free_port()
     home = work / f"orthanc-{uuid.uuid4().hex[:6]}"
     home.mkdir()
-    config = {
-        "Name": "bench",
-        "StorageDirectory": str(home / "storage"),
-        "IndexDirectory": str(home / "index"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-    }
-    (home / "orthanc.json").write_text(json.dumps(config))
+    orthanc_config(home, http_port=http_port, dicom_port=dicom_port)
     try:
         with service([ORTHANC, str(home / "orthanc.json")], logs / "orthanc.log", dicom_port) as o:
             wait_for_port(http_port, o)

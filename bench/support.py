@@ -1,5 +1,6 @@
 """What the benchmarks share: free ports, waiting for a server, process trees, the machine."""
 
+import json
 import os
 import signal
 import socket
@@ -8,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +60,26 @@ def service(
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+
+
+def orthanc_config(home: Path, *, http_port: int, dicom_port: int, **extra: Any) -> Path:
+    """An Orthanc configuration on loopback ports, storage and index below `home`, written to
+    `home/orthanc.json`; `extra` adds or overrides settings (plugins, DICOMweb)."""
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(home / "storage"),
+        "IndexDirectory": str(home / "index"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        **extra,
+    }
+    path = home / "orthanc.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def descendants(pid: int) -> list[int]:
