@@ -18,7 +18,8 @@ from accounts.models import Role, TokenScope, User
 from accounts.services import api_token_create
 from configuration.services import settings_update
 from tenants.models import Tenant
-from tests.browser.conftest import LiveServer, public_schema
+from tests.browser.conftest import TENANT_ADMIN_PASSWORD, LiveServer, public_schema
+from tests.browser.test_superadmin_flow import log_in
 from tests.studies.test_ingest import ingest
 
 VIEWER_PAGE = b"<!doctype html><title>viewer</title><p>A viewer on its own origin.</p>"
@@ -124,9 +125,6 @@ def test_the_copied_ohif_configuration_lets_a_viewer_search_and_retrieve(
     viewer_origin: str,
     django_db_blocker,  # type: ignore[no-untyped-def]
 ) -> None:
-    from tests.browser.conftest import TENANT_ADMIN_PASSWORD
-    from tests.browser.test_superadmin_flow import log_in
-
     slug = committed_tenant("ohif", "OHIF Clinic")
     token = read_token(slug, django_db_blocker, cors_origins=[viewer_origin])
     ct = Path(get_testdata_file("CT_small.dcm", download=False))
