@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from configuration.models import DuplicatePolicy, RetentionRule
+from configuration.models import DuplicatePolicy, PatientMismatchPolicy, RetentionRule
 from configuration.services import SHORT_RETENTION_DAYS, SHORT_RETENTION_MESSAGE
 from configuration.validators import validate_modality
 from tenants.validators import validate_ae_title
@@ -49,7 +49,16 @@ class PoliciesForm(forms.Form):
         label="When an instance arrives twice",
         choices=DuplicatePolicy.choices,
         widget=forms.RadioSelect,
-        help_text="Same SOP Instance UID as an instance already stored.",
+        help_text="Same SOP Instance UID as an instance already stored. A copy with other "
+        "bytes than the kept one is never a plain success: it is quarantined and the sender "
+        "told so.",
+    )
+    patient_mismatch_policy = forms.ChoiceField(
+        label="When an instance names its patient differently",
+        choices=PatientMismatchPolicy.choices,
+        widget=forms.RadioSelect,
+        help_text="Same Patient ID as the stored study, but another name or birth date. "
+        "Another Patient ID is always refused as an identity conflict.",
     )
     require_known_nodes = forms.BooleanField(
         label="Accept DICOM only from the listed remote nodes",

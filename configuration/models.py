@@ -17,6 +17,11 @@ DEFAULT_ACCENT = "#1f6feb"
 SINGLETON_ID = 1
 
 
+class PatientMismatchPolicy(models.TextChoices):
+    ACCEPT_AND_FLAG = "accept-flag", "Accept the instance and flag the study"
+    REFUSE = "refuse", "Refuse the instance (quarantined with the reason)"
+
+
 class DuplicatePolicy(models.TextChoices):
     KEEP_FIRST = "keep-first", "Keep the first copy (ignore later ones)"
     REPLACE = "replace", "Replace with the newest copy"
@@ -43,6 +48,13 @@ class TenantSettings(models.Model):
         choices=DuplicatePolicy.choices,
         default=DuplicatePolicy.KEEP_FIRST,
         help_text="What happens when an instance arrives whose SOP Instance UID is stored.",
+    )
+    patient_mismatch_policy = models.CharField(
+        max_length=16,
+        choices=PatientMismatchPolicy.choices,
+        default=PatientMismatchPolicy.ACCEPT_AND_FLAG,
+        help_text="What happens when an instance joins a stored study with the same Patient "
+        "ID but another patient name or birth date.",
     )
     cors_origins = models.JSONField(
         "CORS origins",

@@ -23,6 +23,7 @@ SETTINGS_FIELDS = (
     "accent_colour",
     "timezone",
     "duplicate_policy",
+    "patient_mismatch_policy",
     "cors_origins",
     "require_known_nodes",
     "require_admin_2fa",

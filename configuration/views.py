@@ -34,6 +34,7 @@ def _section_initial(row: TenantSettings, tenant: Any) -> dict[str, dict[str, An
         "identity": {"display_name": tenant.name, "ae_title": tenant.ae_title or ""},
         "policies": {
             "duplicate_policy": row.duplicate_policy,
+            "patient_mismatch_policy": row.patient_mismatch_policy,
             "require_known_nodes": row.require_known_nodes,
             "require_admin_2fa": row.require_admin_2fa,
         },

@@ -4,7 +4,6 @@ It answers C-ECHO, stores what C-STORE sends, and serves Query/Retrieve (C-FIND,
 C-GET, patient and study root; see dicomnet/queryretrieve.py) from the called tenant's index.
 """
 
-import io
 import logging
 import re
 import socket
@@ -13,8 +12,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
+from django.conf import settings
 from django.db import close_old_connections, connections
 from django_tenants.utils import tenant_context
 from pydicom.dataset import Dataset
@@ -28,17 +29,18 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from configuration.selectors import node_is_allowed
-from dicomnet import queryretrieve
+from dicomnet import queryretrieve, receive
+from dicomnet.receive import ReceivedFile
 from portal.schemas import tenant_connection
 from studies.ingest import (
-    OUT_OF_RESOURCES_CODES,
-    STORED_OUTCOMES,
-    ingest_item_process,
-    ingest_item_stage,
+    ItemResult,
+    ingest_file_stage,
+    ingest_items_process,
     ingest_job_create,
     ingest_job_submit,
 )
-from studies.models import IngestItem, IngestJob, IngestSource, ItemOutcome
+from studies.ingest.outcomes import StoreStatus, store_status
+from studies.models import IngestJob, IngestSource
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -53,11 +55,10 @@ NO_REASON_GIVEN = 0x01
 CALLING_AE_NOT_RECOGNISED = 0x03
 CALLED_AE_NOT_RECOGNISED = 0x07
 
-# C-STORE statuses (PS3.4 B.2.3).
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC210
-# Refusals that say nothing about the file: the sender may retry once space is made.
+# C-STORE statuses (PS3.4 B.2.3): one table for DIMSE and STOW-RS (studies/ingest/outcomes.py).
+SUCCESS = StoreStatus.SUCCESS
+OUT_OF_RESOURCES = StoreStatus.OUT_OF_RESOURCES
+CANNOT_UNDERSTAND = StoreStatus.CANNOT_UNDERSTAND
 ERROR_COMMENT_LENGTH = 64  # ErrorComment is an LO
 
 _UNSAFE_NAME = re.compile(r"[^0-9A-Za-z.]+")
@@ -119,15 +120,6 @@ def association_check(
     return tenant, None
 
 
-def store_status(*, outcome: str, reason_code: str = "") -> int:
-    """The C-STORE status for an ingest outcome; a re-sent duplicate is a success."""
-    if outcome in STORED_OUTCOMES:
-        return SUCCESS
-    if reason_code in OUT_OF_RESOURCES_CODES:
-        return OUT_OF_RESOURCES
-    return CANNOT_UNDERSTAND
-
-
 def status_dataset(status: int, comment: str = "") -> Dataset | int:
     """A status, with the reason as ErrorComment when there is one."""
     if not comment:
@@ -138,20 +130,28 @@ def status_dataset(status: int, comment: str = "") -> Dataset | int:
     return response
 
 
-def store_received(*, session: Session, sop_instance_uid: str, data: bytes) -> IngestItem:
-    """Stage one received Part-10 file into the association's job and process it now,
-    so the C-STORE response tells the sender the real outcome. Runs in the tenant's schema."""
+def store_received(
+    *, session: Session, sop_instance_uid: str, received: ReceivedFile
+) -> ItemResult:
+    """Adopt one received Part-10 file into the association's job (renamed, never copied)
+    and take it into the archive now, so the C-STORE response tells the sender the real
+    outcome: the answer comes after the file is durable and indexed. Runs in the tenant's
+    schema."""
     if session.job is None:
         session.job = ingest_job_create(
             source=IngestSource.DIMSE, description=f"from {session.peer}"
         )
     name = f"{_UNSAFE_NAME.sub('_', sop_instance_uid)[:64] or 'instance'}.dcm"
-    item = ingest_item_stage(job=session.job, name=name, stream=io.BytesIO(data))
-    if item.outcome == ItemOutcome.PENDING:
-        ingest_item_process(item_id=item.pk)
-        item.refresh_from_db(fields=["outcome", "reason_code", "reason"])
-    session.outcomes[item.outcome] = session.outcomes.get(item.outcome, 0) + 1
-    return item
+    item = ingest_file_stage(
+        job=session.job,
+        name=name,
+        path=received.path,
+        size=received.size,
+        sha256=received.sha256,
+    )
+    result = ingest_items_process(item_ids=[item.pk])[item.pk]
+    session.outcomes[result.outcome] = session.outcomes.get(result.outcome, 0) + 1
+    return result
 
 
 class GatewayAE(AE):
@@ -253,6 +253,16 @@ class DicomGateway:
                 assoc.abort()
                 assoc.join(5)
 
+    def receive_directory(self, assoc: Association) -> Path | None:
+        """Where `assoc`'s C-STORE data sets are written as they arrive (asked in its network
+        thread, per data set): the called tenant's staging area, on its storage root."""
+        session = self._sessions.get(assoc)
+        if session is None:
+            return None
+        directory = Path(session.tenant.storage_root) / ".staging"
+        directory.mkdir(exist_ok=True)
+        return directory
+
     # -- the association's thread --------------------------------------------------------
 
     def run_association(self, assoc: Association, reactor: Any) -> None:
@@ -332,13 +342,24 @@ class DicomGateway:
         if session is None:  # cannot happen: unaccepted associations get no C-STORE
             return OUT_OF_RESOURCES
         sop_instance_uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID or "")
+        received = receive.received_file(event)
+        if received is None or received.error:
+            reason = received.error if received else "The object was not received into a file."
+            logger.warning(
+                "C-STORE refused: %s from %s (tenant %s): %s",
+                sop_instance_uid,
+                session.peer,
+                session.tenant.slug,
+                reason,
+            )
+            return status_dataset(OUT_OF_RESOURCES, reason)
         close_old_connections()
         try:
             with tenant_context(session.tenant):
                 item = store_received(
                     session=session,
                     sop_instance_uid=sop_instance_uid,
-                    data=event.encoded_dataset(include_meta=True),
+                    received=received,
                 )
         except Exception:
             logger.exception("C-STORE of %s from %s failed", sop_instance_uid, session.peer)
@@ -416,6 +437,12 @@ class GatewayRequestHandler(RequestHandler):
         except OSError:
             logger.debug("TCP_NODELAY could not be set for %s", self.client_address)
         assoc = self._create_association()
+        # C-STORE data sets go straight into files, size-limited and hashed as they arrive.
+        receive.install(
+            assoc,
+            directory=self.gateway.receive_directory,
+            max_bytes=lambda: int(settings.PORTAL_MAX_INSTANCE_BYTES),
+        )
         # Thread.start() calls `self.run`; wrapping it gives the thread a fresh database
         # connection, closes the job whatever ends the association, and closes the connection.
         assoc.run = partial(self.gateway.run_association, assoc, assoc.run)  # type: ignore[method-assign]

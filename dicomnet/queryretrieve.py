@@ -52,7 +52,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from audit.models import Outcome
 from audit.services import audit_record
 from configuration.models import RemoteNode
-from studies.ingest import instance_path
 from studies.query import (
     BY_TAG,
     LEVEL_ORDER,
@@ -63,7 +62,7 @@ from studies.query import (
     QueryError,
     dicom_value,
 )
-from studies.storage import StoragePathError
+from studies.storage import StoragePathError, instance_path
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)

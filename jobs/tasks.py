@@ -47,6 +47,7 @@ TENANT_JOBS = {
     "retention": "studies.apply_retention",
     "verification": "studies.verify_storage",
     "quarantine-purge": "studies.purge_quarantine",
+    "ingest-recovery": "studies.recover_ingest",
 }
 
 

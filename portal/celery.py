@@ -52,6 +52,13 @@ app.conf.beat_schedule = {
         **_tenant_job("verification", DAY, spread_seconds=4 * HOUR),
         "schedule": crontab(hour=2, minute=0),
     },
+    # Jobs whose tasks were lost (a killed worker, a broker restart) are sent again within
+    # two minutes, instead of after the broker's visibility timeout.
+    "ingest-recovery": {
+        **_tenant_job("ingest-recovery", 60, spread_seconds=20),
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "quarantine-purge": {
         **_tenant_job("quarantine-purge", DAY, spread_seconds=2 * HOUR),
         "schedule": crontab(hour=4, minute=45),

@@ -28,6 +28,9 @@ PORTAL_URL_PORT = env.int("PORTAL_URL_PORT", default=None)
 PORTAL_TENANT_GRACE_DAYS = env.int("PORTAL_TENANT_GRACE_DAYS", default=30)
 # The largest single DICOM file accepted by any ingest channel.
 PORTAL_MAX_INSTANCE_BYTES = env.int("PORTAL_MAX_INSTANCE_BYTES", default=2 << 30)
+# An ingest job with pending items and no progress for this long lost its tasks (a killed
+# worker, a broker restart): the singleton's ingest-recovery job sends them again.
+PORTAL_INGEST_STALL_SECONDS = env.int("PORTAL_INGEST_STALL_SECONDS", default=60)
 # Below this average instance size, a missing series thumbnail is made while the page loads.
 PORTAL_INLINE_THUMBNAIL_BYTES = env.int("PORTAL_INLINE_THUMBNAIL_BYTES", default=4 << 20)
 # How many items one tenant's periodic run may process; the next run continues (fairness).
@@ -181,6 +184,10 @@ if not env("DATABASE_URL", default=""):
     )
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+# `SET search_path` once per schema switch, not before every query (ingest runs dozens of
+# statements per batch). Safe with django-tenants >= 4.0.1, which forgets the cached path
+# on rollback, savepoint rollback and close (tests/portal/test_search_path.py proves it).
+TENANT_LIMIT_SET_CALLS = True
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 # Connecting gives up after 10 s (libpq's connect_timeout; DATABASE_URL's ?connect_timeout= wins).
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pynetdicom.service_class import StorageServiceClass
@@ -45,6 +46,7 @@ class ParsedInstance:
     series_instance_uid: str
     transfer_syntax_uid: str
     patient_id: str = ""
+    issuer_of_patient_id: str = ""
     patient_name: str = ""
     patient_birth_date: date | None = None
     patient_sex: str = ""
@@ -134,12 +136,28 @@ def _uid(dataset: Dataset, keyword: str, *, meta: bool = False) -> str:
     return value
 
 
+def _may_be_sequence(element: Any) -> bool:
+    """Whether an element, perhaps deferred (its value unread), can be a sequence."""
+    if element.value is not None:
+        return True
+    vr = element.VR
+    if vr is None:  # implicit VR, not read yet
+        try:
+            vr = dictionary_VR(element.tag)
+        except KeyError:
+            return True
+    return bool(vr == "SQ")
+
+
 def check_nesting(dataset: Dataset, *, limit: int = MAX_SEQUENCE_DEPTH) -> None:
     """Walk every sequence iteratively and refuse nesting deeper than `limit`."""
     stack: list[tuple[Dataset, int]] = [(dataset, 0)]
     while stack:
         current, depth = stack.pop()
-        for element in current:
+        for tag in current.keys():  # noqa: SIM118 - iterating a Dataset would load the pixels
+            if not _may_be_sequence(current.get_item(tag, keep_deferred=True)):
+                continue  # deferred and no sequence (pixels): stays unread
+            element = current[tag]
             if element.VR != "SQ":
                 continue
             if depth + 1 > limit:
@@ -182,6 +200,7 @@ def parse_dataset(dataset: Dataset, *, transfer_syntax_uid: str) -> ParsedInstan
             series_instance_uid=_uid(dataset, "SeriesInstanceUID"),
             transfer_syntax_uid=transfer_syntax_uid,
             patient_id=_text(dataset, "PatientID"),
+            issuer_of_patient_id=_text(dataset, "IssuerOfPatientID"),
             patient_name=_text(dataset, "PatientName", 324),
             patient_birth_date=_date(dataset, "PatientBirthDate"),
             patient_sex=_text(dataset, "PatientSex", 16),

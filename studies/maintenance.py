@@ -1,6 +1,5 @@
 """The singleton's periodic work on the active tenant's archive; every service is safe to re-run."""
 
-import hashlib
 import logging
 import os
 import time
@@ -19,15 +18,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from configuration.models import RetentionRule
 from configuration.validators import ALL_MODALITIES
-from studies.ingest import (
-    CHUNK,
-    _write_atomically,
-    ingest_job_submit,
-    inside_tenant_root,
-    instance_path,
-    staging_dir,
-    tenant_root,
-)
+from studies.ingest import Refusal, ingest_job_submit
 from studies.models import (
     IngestItem,
     IngestJob,
@@ -39,7 +30,16 @@ from studies.models import (
     StorageMedium,
     Study,
 )
-from studies.storage import StoragePathError, resolve_inside
+from studies.storage import (
+    StoragePathError,
+    file_sha256,
+    inside_tenant_root,
+    instance_path,
+    resolve_inside,
+    staging_dir,
+    tenant_root,
+    write_atomically,
+)
 from studies.study_services import study_delete
 
 logger = logging.getLogger(__name__)
@@ -52,14 +52,6 @@ DEFAULT_BATCH_LIMIT = 1000
 def batch_limit() -> int:
     """Items one tenant's run may process, so a backlog cannot starve the other tenants."""
     return int(getattr(settings, "PORTAL_JOB_BATCH_LIMIT", DEFAULT_BATCH_LIMIT))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- watermark migration ----------------------------------------------------------------------
@@ -95,7 +87,7 @@ def instance_move(*, instance: Instance, destination: StorageMedium) -> bool:
     """Copy one file to `destination`, verify its SHA-256 there, repoint the index, then
     delete the source. Returns False (and changes nothing) if the source does not match."""
     source_path = instance_path(instance)
-    copied = _write_atomically(source_path, destination, instance.relative_path)
+    copied = write_atomically(source_path, destination.root, instance.relative_path)
     target = Path(destination.root) / instance.relative_path
     if copied.sha256 != instance.sha256 or file_sha256(target) != instance.sha256:
         target.unlink(missing_ok=True)
@@ -331,7 +323,7 @@ def quarantine_purge(*, older_than_days: int = 30, limit: int | None = None) -> 
 # -- retry of an ingest job -------------------------------------------------------------------
 
 # Rejections that say nothing about the file itself: once space is freed it may go in.
-RETRYABLE_REASONS = ("quota", "no-medium")
+RETRYABLE_REASONS = (Refusal.QUOTA, Refusal.NO_MEDIUM)
 
 
 def ingest_job_retry(*, job: IngestJob, request: HttpRequest | None = None) -> int:
@@ -347,7 +339,7 @@ def ingest_job_retry(*, job: IngestJob, request: HttpRequest | None = None) -> i
                 outcome=ItemOutcome.REJECTED, reason_code__in=RETRYABLE_REASONS
             ).exclude(quarantine_path="")
         )
-        folder = staging_dir(current)
+        folder = staging_dir(current.pk)
         folder.mkdir(parents=True, exist_ok=True)
         requeued = 0
         for item in retryable:
@@ -366,6 +358,7 @@ def ingest_job_retry(*, job: IngestJob, request: HttpRequest | None = None) -> i
                 quarantine_path="",
                 staged_path=str(staged),
                 processed_at=None,
+                attempts=0,
             )
             requeued += 1
         if not pending and not requeued:

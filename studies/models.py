@@ -103,8 +103,17 @@ class Study(models.Model):
     patient_record = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     patient_name = models.CharField(max_length=324, blank=True)
     patient_id = models.CharField(max_length=64, blank=True)
+    patient_id_issuer = models.CharField(
+        max_length=64, blank=True, help_text="Issuer of Patient ID (0010,0021)."
+    )
     patient_birth_date = models.DateField(null=True, blank=True)
     patient_sex = models.CharField(max_length=16, blank=True)
+    attribute_conflict = models.CharField(
+        max_length=512,
+        blank=True,
+        help_text="Set when an instance of this study named its patient differently "
+        "(same Patient ID) and the tenant's policy accepted it.",
+    )
     study_date = models.DateField(null=True, blank=True)
     study_time = models.TimeField(null=True, blank=True)
     accession_number = models.CharField(max_length=64, blank=True)
@@ -225,6 +234,9 @@ class IngestJob(models.Model):
     rejected = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    progressed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time an item of the job was processed."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -265,6 +277,12 @@ class IngestItem(models.Model):
     sop_instance_uid = models.CharField(max_length=64, blank=True)
     study_instance_uid = models.CharField(max_length=64, blank=True)
     quarantine_path = models.CharField(max_length=512, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="Computed while receiving.")
+    attempts = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Processing runs started; an item that keeps killing its worker "
+        "is refused after a few.",
+    )
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

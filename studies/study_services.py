@@ -16,9 +16,8 @@ from django.http import HttpRequest
 
 from audit.services import audit_record
 from studies import selectors
-from studies.ingest import instance_path, tenant_root
 from studies.models import Instance, Series, StorageMedium, Study
-from studies.storage import StoragePathError, resolve_inside
+from studies.storage import StoragePathError, instance_path, resolve_inside, tenant_root
 from studies.thumbnails import ThumbnailError, render_thumbnail, write_thumbnail
 
 logger = logging.getLogger(__name__)

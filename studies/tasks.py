@@ -7,7 +7,8 @@ from celery import shared_task
 from jobs.runs import RunCounts, last_counts, periodic_job
 from jobs.tasks import TenantScopedTask
 from studies import maintenance
-from studies.ingest import ingest_item_process, ingest_job_refresh
+from studies.ingest import ingest_items_process, ingest_job_refresh, ingest_jobs_recover
+from studies.ingest.jobs import ingest_jobs_stalled
 from studies.services import media_measure_usage
 
 
@@ -30,11 +31,19 @@ def measure_storage_usage(period: str) -> dict[str, int] | None:
 def ingest_batch(job_id: int, item_ids: list[int]) -> dict[str, int]:
     """Process a batch of staged files; re-running it (after a crash) redoes only the rest."""
     outcomes: dict[str, int] = {}
-    for item_id in item_ids:
-        outcome = ingest_item_process(item_id=item_id)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    for result in ingest_items_process(item_ids=item_ids).values():
+        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
     ingest_job_refresh(job_id=job_id)
     return outcomes
+
+
+@shared_task(base=TenantScopedTask, name="studies.recover_ingest")
+def recover_ingest(period: str) -> dict[str, Any] | None:
+    """Send again the items of ingest jobs whose tasks were lost; a run is recorded only
+    when there was something to recover (this runs every minute)."""
+    if not ingest_jobs_stalled().exists():
+        return None
+    return periodic_job("ingest-recovery", period, ingest_jobs_recover)
 
 
 @shared_task(base=TenantScopedTask, name="studies.make_series_thumbnail")

@@ -15,9 +15,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.services import audit_record
-from studies.ingest import ingest_item_refuse, ingest_item_stage, quarantine_dir, staging_dir
+from studies.ingest import ingest_item_refuse, ingest_item_stage
 from studies.models import IngestItem, IngestJob, IngestJobStatus, ItemOutcome
-from studies.storage import resolve_inside
+from studies.storage import quarantine_dir, resolve_inside, staging_dir
 
 GIB = 1 << 30
 BOMB_RATIO = 200
@@ -194,7 +194,7 @@ def upload_job_fail(*, job: IngestJob, reason: str) -> IngestJob:
             outcome="failure",
             details={"source": locked.source, "error": reason},
         )
-    shutil.rmtree(staging_dir(job), ignore_errors=True)
+    shutil.rmtree(staging_dir(job.pk), ignore_errors=True)
     job.refresh_from_db()
     return job
 
@@ -208,7 +208,7 @@ def ingest_job_start(*, job: IngestJob) -> IngestJob:
 
 def quarantine_file(*, item: IngestItem, request: HttpRequest) -> Path:
     """The quarantined file of a rejected item (inside the job's quarantine); audited."""
-    folder = quarantine_dir(item.job)
+    folder = quarantine_dir(item.job_id)
     path = resolve_inside(str(folder), Path(item.quarantine_path))
     if not item.quarantine_path or not path.is_file():
         raise FileNotFoundError(item.quarantine_path)

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from configuration.models import DuplicatePolicy, RemoteNode, RetentionRule
+from configuration.models import DuplicatePolicy, PatientMismatchPolicy, RemoteNode, RetentionRule
 from configuration.validators import validate_modality
 
 
@@ -12,6 +12,7 @@ class SettingsOutput(serializers.Serializer):
     accent_colour = serializers.CharField()
     timezone = serializers.CharField()
     duplicate_policy = serializers.ChoiceField(choices=DuplicatePolicy.choices)
+    patient_mismatch_policy = serializers.ChoiceField(choices=PatientMismatchPolicy.choices)
     cors_origins = serializers.ListField(child=serializers.CharField())
     require_known_nodes = serializers.BooleanField()
     require_admin_2fa = serializers.BooleanField()
@@ -31,6 +32,9 @@ class SettingsUpdateInput(serializers.Serializer):
     accent_colour = serializers.CharField(max_length=7, required=False)
     timezone = serializers.CharField(max_length=64, required=False)
     duplicate_policy = serializers.ChoiceField(choices=DuplicatePolicy.choices, required=False)
+    patient_mismatch_policy = serializers.ChoiceField(
+        choices=PatientMismatchPolicy.choices, required=False
+    )
     cors_origins = serializers.ListField(
         child=serializers.CharField(trim_whitespace=False), required=False, allow_empty=True
     )

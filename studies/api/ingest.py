@@ -14,8 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.permissions import Capability, HasCapability
-from studies.ingest import CHUNK, ingest_item_stage, ingest_job_create, ingest_job_submit
+from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestSource
+from studies.storage import CHUNK
 from studies.uploads import (
     UploadRefused,
     ingest_job_items,

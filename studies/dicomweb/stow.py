@@ -46,9 +46,9 @@ from studies.dicomweb.multipart import (
     multipart_parts,
 )
 from studies.ingest import (
-    OUT_OF_RESOURCES_CODES,
     STORED_OUTCOMES,
     IngestRefused,
+    Refusal,
     ingest_item_refuse,
     ingest_item_reject,
     ingest_item_stage,
@@ -56,6 +56,7 @@ from studies.ingest import (
     ingest_job_refresh,
     ingest_job_submit,
 )
+from studies.ingest.outcomes import store_status
 from studies.models import IngestJob, IngestSource, Instance, ItemOutcome
 from studies.uploads import max_upload_bytes
 
@@ -71,37 +72,14 @@ REFERENCED_SOP_SEQUENCE = "00081199"
 REFERENCED_SOP_CLASS_UID = "00081150"
 REFERENCED_SOP_INSTANCE_UID = "00081155"
 
-# Failure Reason values (PS3.18 Table I.2-2).
-PROCESSING_FAILURE = 0x0110
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-OUT_OF_RESOURCES = 0xA700
-DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-# Table I.2-2 has no code for an instance of another study than the URL names; this one is
-# in its "Cxxx cannot understand" range, and other archives (dcm4chee) send the same value.
-STUDY_MISMATCH = 0xC409
-FAILURE_REASONS = {
-    # As the gateway answers: refusals that say nothing about the file, retry once room is made.
-    **dict.fromkeys(OUT_OF_RESOURCES_CODES, OUT_OF_RESOURCES),
-    "not-storable": SOP_CLASS_NOT_SUPPORTED,
-    # A Type 1 attribute of every composite IOD is absent: the data set breaks its SOP class.
-    "missing-uid": DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-    "not-dicom": CANNOT_UNDERSTAND,
-    "unreadable": CANNOT_UNDERSTAND,
-    "truncated": CANNOT_UNDERSTAND,
-    "too-deep": CANNOT_UNDERSTAND,
-    "invalid-uid": CANNOT_UNDERSTAND,
-    "no-transfer-syntax": CANNOT_UNDERSTAND,
-    "study-mismatch": STUDY_MISMATCH,
-}
-OTHER_MEDIA_TYPE = "unsupported-media-type"
-MALFORMED_BODY = "malformed-request"
+OTHER_MEDIA_TYPE = Refusal.UNSUPPORTED_MEDIA_TYPE
+MALFORMED_BODY = Refusal.MALFORMED_REQUEST
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def failure_reason(code: str) -> int:
-    """The Failure Reason of an ingest refusal code; unknown codes are processing failures."""
-    return FAILURE_REASONS.get(code, PROCESSING_FAILURE)
+    """The Failure Reason (PS3.18 Table I.2-2) of an ingest refusal: the gateway's status."""
+    return int(store_status(outcome=ItemOutcome.REJECTED, reason_code=code))
 
 
 def request_boundary(content_type: str) -> str:
@@ -209,7 +187,7 @@ def stow_refuse_other_studies(
             continue
         ingest_item_reject(
             item=item,
-            code="study-mismatch",
+            code=Refusal.STUDY_MISMATCH,
             reason=f"The instance belongs to study {parsed.study_instance_uid}, not to "
             f"{study_instance_uid} named in the URL; it was not stored.",
         )

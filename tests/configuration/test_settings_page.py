@@ -95,12 +95,14 @@ def test_policies_and_cors_sections(alpha, alpha_admin_client):
         alpha_admin_client,
         "policies",
         duplicate_policy="replace",
+        patient_mismatch_policy="refuse",
         require_known_nodes="on",
         require_admin_2fa="on",
     )
     assert alpha_admin_client.get("/settings/")["Location"].endswith("/account/2fa/")
     row = settings_of(alpha)
     assert row.duplicate_policy == "replace" and row.require_known_nodes and row.require_admin_2fa
+    assert row.patient_mismatch_policy == "refuse"
     assert row.cors_origins == ["https://viewer.example.org", "http://localhost:3000"]
     [cors] = changes_of(alpha, field="cors_origins")
     assert cors.old_value == [] and cors.new_value == row.cors_origins

@@ -32,8 +32,9 @@ from dicomnet.gateway import (
     DicomGateway,
     store_status,
 )
-from studies.ingest import instance_path
+from studies.ingest.outcomes import StoreStatus
 from studies.models import IngestItem, IngestJob, IngestJobStatus, Instance, ItemOutcome
+from studies.storage import instance_path
 from tenants.models import Tenant
 from tenants.services import (
     tenant_create,
@@ -199,8 +200,15 @@ def test_store_status_maps_outcomes_to_dimse_statuses() -> None:
     assert store_status(outcome=ItemOutcome.DUPLICATE) == SUCCESS
     assert store_status(outcome=ItemOutcome.REJECTED, reason_code="quota") == OUT_OF_RESOURCES
     assert store_status(outcome=ItemOutcome.REJECTED, reason_code="no-medium") == 0xA700
-    assert store_status(outcome=ItemOutcome.REJECTED, reason_code="missing-uid") == 0xC210
+    # A Type 1 attribute missing: the data set does not match its SOP class (as STOW-RS says).
+    assert store_status(outcome=ItemOutcome.REJECTED, reason_code="missing-uid") == 0xA900
+    assert store_status(outcome=ItemOutcome.REJECTED, reason_code="not-dicom") == 0xC000
     assert CANNOT_UNDERSTAND & 0xF000 == 0xC000
+    # Not a plain success: another object is stored under this UID, the first copy is kept.
+    differs = store_status(outcome=ItemOutcome.REJECTED, reason_code="duplicate-differs")
+    assert differs == 0x0111
+    conflict = store_status(outcome=ItemOutcome.REJECTED, reason_code="identity-conflict")
+    assert conflict & 0xF000 == 0xC000
 
 
 def test_echoscu_is_answered(dcmtk, sites, gateway_port) -> None:
@@ -376,7 +384,7 @@ def test_unusable_dataset_fails_with_its_reason(sites, gateway_port) -> None:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     status, comment = send(gateway_port, a.ae, ds)
-    assert status == CANNOT_UNDERSTAND
+    assert status == StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
     assert "StudyInstanceUID" in comment
     assert a.instances(str(ds.SOPInstanceUID)) == []
     job = last_job(a)

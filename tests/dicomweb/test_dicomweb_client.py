@@ -26,8 +26,8 @@ from pydicom.uid import generate_uid
 
 from accounts.models import User
 from accounts.services import api_token_create
-from studies.ingest import instance_path
 from studies.models import Instance
+from studies.storage import instance_path
 from tenants.models import Tenant
 from tests.browser.conftest import (  # noqa: F401 - fixtures
     LiveServer,
@@ -92,6 +92,7 @@ def stored(sites, django_db_blocker):
     datasets = [fresh("CT_small.dcm"), fresh("MR_small.dcm"), fresh("SC_rgb_rle_2frame.dcm")]
     for dataset in datasets:
         dataset.StudyInstanceUID = study_uid
+        dataset.PatientID = "WEB-1"  # one patient's study, whichever file it started from
     response = a.client.store_instances(datasets)
     referenced = response.get("ReferencedSOPSequence", [])
     assert len(referenced) == 3, response

@@ -17,8 +17,8 @@ from pydicom.uid import generate_uid
 from accounts.models import Role, TokenScope
 from accounts.services import api_token_create
 from audit.models import AuditEvent
-from studies.ingest import instance_path, staging_dir
 from studies.models import IngestItem, IngestJob, IngestJobStatus, IngestSource, Instance
+from studies.storage import instance_path, staging_dir
 from tenants.models import Tenant
 from tests.conftest import logged_in, tenant_client
 from tests.studies.conftest import storage  # noqa: F401
@@ -39,6 +39,7 @@ def dicom(name: str = "CT_small.dcm", *, study: str | None = None, sop: str | No
     if study is not None:
         ds.StudyInstanceUID = study
         ds.SeriesInstanceUID = generate_uid()
+        ds.PatientID = "STOW-1"  # one patient's study, whichever file it started from
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue(), ds
@@ -192,7 +193,7 @@ def test_good_and_corrupt_parts_give_202_with_each_failure_and_nothing_half_writ
         assert item.reason and Path(item.quarantine_path).is_file()
     assert Path(items[1].quarantine_path).read_bytes() == truncated
     with schema_context(alpha.schema_name):
-        assert not staging_dir(job).exists()
+        assert not staging_dir(job.pk).exists()
 
 
 def test_nothing_stored_is_a_409_with_every_failure(alpha, store_client):
@@ -372,7 +373,7 @@ def test_a_malformed_body_is_400_and_stores_nothing_of_it(alpha, store_client, c
     assert job.status == IngestJobStatus.FAILED and job.total == job.rejected
     assert {i.outcome for i in items_of(alpha, job)} == {"rejected"}
     with schema_context(alpha.schema_name):
-        assert not staging_dir(job).exists()
+        assert not staging_dir(job.pk).exists()
         assert not (Path(alpha.storage_root) / ".quarantine" / str(job.pk)).exists()
 
 

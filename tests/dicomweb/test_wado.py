@@ -23,8 +23,8 @@ from pydicom.uid import generate_uid
 from accounts.models import Role
 from accounts.services import api_token_create
 from audit.models import AuditEvent
-from studies.ingest import instance_path
 from studies.models import Instance
+from studies.storage import instance_path
 from tenants.models import Tenant
 from tests.conftest import logged_in, tenant_client
 from tests.studies.conftest import storage  # noqa: F401

@@ -14,12 +14,10 @@ from pydicom.uid import generate_uid
 from configuration.selectors import tenant_settings
 from studies.dicom import parse_file
 from studies.ingest import (
-    ingest_item_process,
     ingest_item_stage,
+    ingest_items_process,
     ingest_job_create,
     ingest_job_submit,
-    instance_path,
-    instance_relative_path,
 )
 from studies.models import (
     IngestJobStatus,
@@ -30,6 +28,7 @@ from studies.models import (
     StorageMedium,
     Study,
 )
+from studies.storage import instance_path, instance_relative_path
 
 FILES = [
     "CT_small.dcm",
@@ -204,7 +203,7 @@ def test_no_medium_left_fails_with_a_reason(in_alpha):
 def test_processing_again_changes_nothing(in_alpha):
     job = ingest([("ct.dcm", bundled("CT_small.dcm").read_bytes())])
     item = job.items.get()
-    assert ingest_item_process(item_id=item.pk) == ItemOutcome.STORED
+    assert ingest_items_process(item_ids=[item.pk])[item.pk].outcome == ItemOutcome.STORED
     assert Instance.objects.count() == 1 and Study.objects.get().num_instances == 1
 
 
@@ -215,7 +214,11 @@ def test_a_file_left_by_a_crash_before_commit_is_adopted_not_duplicated(in_alpha
     job = ingest_job_create(source="upload")
     item = ingest_item_stage(job=job, name="ct.dcm", stream=io.BytesIO(data))
     parsed = parse_file(item.staged_path, max_bytes=1 << 30)
-    leftover = Path(StorageMedium.objects.get(name="default").root) / instance_relative_path(parsed)
+    leftover = Path(StorageMedium.objects.get(name="default").root) / instance_relative_path(
+        study_uid=parsed.study_instance_uid,
+        series_uid=parsed.series_instance_uid,
+        sop_uid=parsed.sop_instance_uid,
+    )
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(data[:100])  # half-written by the killed worker
     ingest_job_submit(job=job, run_now=True)

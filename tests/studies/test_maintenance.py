@@ -17,7 +17,7 @@ from audit.models import AuditEvent
 from configuration.models import RetentionRule
 from configuration.selectors import tenant_settings
 from jobs.models import JobRun, JobStatus
-from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit, instance_path
+from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.maintenance import (
     SYSTEM_ACTOR,
     file_sha256,
@@ -27,6 +27,7 @@ from studies.maintenance import (
     storage_verify,
 )
 from studies.models import IngestItem, Instance, StorageMedium, Study
+from studies.storage import instance_path
 from studies.tasks import apply_retention, verify_storage
 
 
@@ -109,7 +110,8 @@ def test_migration_without_a_medium_with_room_moves_nothing(in_alpha, add_medium
 def test_retention_deletes_only_studies_strictly_past_the_rule(
     in_alpha, django_capture_on_commit_callbacks
 ):
-    ingest(new_study(), new_study(), new_study("MR_small.dcm"), new_study())
+    for study in (new_study(), new_study(), new_study("MR_small.dcm"), new_study()):
+        ingest(study)  # one batch each: the ids follow the order of arrival
     old_ct, young_ct, old_mr, new_ct = Study.objects.order_by("pk")
     received(31, old_ct, old_mr)
     received(29, young_ct)

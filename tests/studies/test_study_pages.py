@@ -14,8 +14,9 @@ from pydicom.uid import generate_uid
 
 from accounts.models import Role
 from audit.models import AuditEvent
-from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit, instance_path
+from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import Instance, Patient, Series, StorageMedium, Study
+from studies.storage import instance_path
 from tenants.models import Tenant
 from tests.conftest import logged_in, tenant_client
 
@@ -270,8 +271,9 @@ def test_betas_thumbnail_is_not_reachable_from_alpha(client_as, alpha, beta, arc
 
 def test_a_viewer_downloads_the_study_as_a_zip_of_its_files(client_as, alpha, storage):
     uid, series_uid = generate_uid(), generate_uid()
-    files = [dicom(StudyInstanceUID=uid, SeriesInstanceUID=series_uid) for _ in range(2)]
-    files.append(dicom("MR_small.dcm", StudyInstanceUID=uid))
+    one = {"StudyInstanceUID": uid, "PatientID": "P-ZIP"}  # one patient's study
+    files = [dicom(SeriesInstanceUID=series_uid, **one) for _ in range(2)]
+    files.append(dicom("MR_small.dcm", **one))
     store(alpha, *files)
     response = client_as(Role.VIEWER).get(f"/studies/{uid}/download.zip")
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"

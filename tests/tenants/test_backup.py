@@ -35,7 +35,7 @@ from accounts.services import user_create
 from audit.models import AuditEvent
 from configuration.models import RemoteNode, SettingChange, TenantSettings
 from configuration.services import node_create, settings_update
-from studies.ingest import ingest_item_process, instance_path
+from studies.ingest import ingest_items_process
 from studies.maintenance import ingest_job_retry
 from studies.models import (
     IngestItem,
@@ -48,6 +48,7 @@ from studies.models import (
     StorageMedium,
     Study,
 )
+from studies.storage import instance_path
 from studies.study_services import series_thumbnail_make
 from tenants import backup
 from tenants.backup import BackupError, Manifest, manifest_verify, tenant_export, tenant_import
@@ -626,7 +627,7 @@ def test_ingest_never_touches_a_staged_or_quarantined_file_outside_the_tenants_r
     with tenant_context(setup.copy):
         job = IngestJob.objects.create(source="upload", status=IngestJobStatus.RUNNING)
         item = IngestItem.objects.create(job=job, name="x.dcm", staged_path=str(victim))
-        assert ingest_item_process(item_id=item.pk) == ItemOutcome.REJECTED
+        assert ingest_items_process(item_ids=[item.pk])[item.pk].outcome == ItemOutcome.REJECTED
         item.refresh_from_db()
         assert (item.reason_code, item.quarantine_path) == ("staging-lost", "")
         assert victim.read_bytes() == b"another tenant's file"

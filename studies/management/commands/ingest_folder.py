@@ -9,8 +9,8 @@ from django.template.defaultfilters import filesizeformat
 from django_tenants.utils import tenant_context
 
 from studies.ingest import (
-    ingest_item_process,
     ingest_item_stage,
+    ingest_items_process,
     ingest_job_create,
     ingest_job_refresh,
 )
@@ -33,7 +33,8 @@ class Command(BaseCommand):
             "--batch",
             type=int,
             default=200,
-            help="Files staged and then processed per round (bounds the staging space).",
+            help="Files staged and then processed per round, in one index transaction "
+            "(bounds the staging space; default 200).",
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="Only list what would be imported."
@@ -75,17 +76,15 @@ class Command(BaseCommand):
                 with path.open("rb") as stream:
                     name = str(path.resolve().relative_to(root))
                     staged.append(ingest_item_stage(job=job, name=name, stream=stream))
-            for item in staged:
-                if item.outcome == ItemOutcome.PENDING:
-                    ingest_item_process(item_id=item.pk)
-                done += 1
-                self._progress(job, done, len(files))
+            ingest_items_process(
+                item_ids=[item.pk for item in staged if item.outcome == ItemOutcome.PENDING]
+            )
+            done += len(staged)
+            self._progress(job, done, len(files))
         sys.stderr.write("\n")
         return ingest_job_refresh(job_id=job.pk)
 
     def _progress(self, job: IngestJob, done: int, total: int) -> None:
-        if done % 25 and done != total:
-            return
         job.refresh_from_db(fields=["stored", "duplicates", "rejected"])
         percent = 100 * done / total if total else 100
         self.stderr.write(

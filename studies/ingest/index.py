@@ -1,0 +1,733 @@
+"""Indexing: one transaction per batch decides every candidate and writes the whole index with
+set-based SQL (a fixed number of statements, whatever the batch size).
+
+Inside the transaction, in this order (the lock order every batch follows, so concurrent
+batches of one study wait for each other instead of deadlocking): the batch's pending items,
+an advisory lock per SOP Instance UID, then its existing studies, series and instances by
+UID, `FOR UPDATE`. With those rows held,
+each candidate is decided (identity rules, duplicates, quota, a medium), its file linked into
+place, and the rows written: patients, studies, series and instances by `INSERT ... ON
+CONFLICT`, counters once per study and series, media usage once per medium, item outcomes
+and job counters in one statement each. The directories the batch linked into are fsynced
+before the commit, so no committed row points at a file a crash could lose.
+
+A new row another batch committed first (`ON CONFLICT` skipped it) makes the batch run its
+transaction again, deciding against the row that won; its files are found in place.
+"""
+
+import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from configuration.models import DuplicatePolicy, PatientMismatchPolicy
+from studies.ingest.outcomes import IngestRefused, Refusal
+from studies.ingest.parse import Candidate
+from studies.ingest.place import Room
+from studies.models import (
+    IngestItem,
+    IngestJob,
+    Instance,
+    ItemOutcome,
+    Patient,
+    Series,
+    StorageMedium,
+    Study,
+)
+from studies.storage import fsync_directories
+
+
+class IndexRaced(Exception):
+    """A row this batch meant to create was committed by another batch meanwhile."""
+
+
+@dataclass
+class StudyState:
+    id: int | None
+    patient_id: str
+    issuer: str
+    patient_name: str
+    birth_date: datetime.date | None
+    modalities: list[str]
+    conflict: str
+    new_series: int = 0
+    instances: int = 0
+    size: int = 0
+    parsed: Any = None  # the first candidate's fields, for a new study
+    touched: bool = False  # an instance of this batch joined it
+
+
+@dataclass
+class SeriesState:
+    id: int | None
+    study_uid: str
+    instances: int = 0
+    size: int = 0
+    parsed: Any = None
+
+
+@dataclass
+class InstanceState:
+    id: int | None
+    sha256: str
+    size: int
+    medium_id: int
+    relative_path: str
+    series_uid: str
+    study_uid: str
+    series_id: int | None = None
+
+
+@dataclass
+class BatchIndex:
+    """What the transaction wrote, for the work after commit."""
+
+    new_series_ids: list[int] = field(default_factory=list)
+    media: dict[int, StorageMedium] = field(default_factory=dict)
+
+
+def _table(model: Any) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _values(rows: Sequence[Sequence[Any]], casts: Sequence[str]) -> tuple[str, list[Any]]:
+    """`VALUES`-list SQL for `rows`, every column cast (so NULLs and arrays keep their type)."""
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    return ", ".join([row] * len(rows)), [value for values in rows for value in values]
+
+
+def _execute(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def claim_pending(item_ids: list[int]) -> list[tuple[Any, ...]]:
+    """Count an attempt on each pending item, committed before the work starts; returns
+    (id, job_id, name, staged_path, size, sha256, attempts) rows by id."""
+    rows = _execute(
+        f"UPDATE {_table(IngestItem)} SET attempts = attempts + 1 "
+        "WHERE id = ANY(%s::bigint[]) AND outcome = %s "
+        "RETURNING id, job_id, name, staged_path, size_bytes, sha256, attempts",
+        [list(item_ids), ItemOutcome.PENDING],
+    )
+    return sorted(rows)
+
+
+# -- reading what the batch touches, locked ----------------------------------------------------
+
+
+def _lock_pending(item_ids: list[int]) -> set[int]:
+    rows = _execute(
+        f"SELECT id FROM {_table(IngestItem)} WHERE id = ANY(%s::bigint[]) AND outcome = %s "
+        "ORDER BY id FOR UPDATE",
+        [item_ids, ItemOutcome.PENDING],
+    )
+    return {row[0] for row in rows}
+
+
+# Namespace of the per-SOP-Instance-UID advisory locks (any constant; one per purpose).
+PLACEMENT_LOCK_SPACE = 0x1C0E
+
+
+def _lock_placements(sop_uids: list[str]) -> None:
+    """Hold a transaction lock per SOP Instance UID while files are placed: a file under a
+    name no committed row points at is then an orphan, never another batch's fresh file."""
+    if sop_uids:
+        _execute(
+            "SELECT pg_advisory_xact_lock(%s, k) FROM "
+            "(SELECT DISTINCT hashtext(u) AS k FROM unnest(%s::text[]) AS u ORDER BY 1) AS keys",
+            [PLACEMENT_LOCK_SPACE, sop_uids],
+        )
+
+
+def _lock_studies(uids: list[str]) -> dict[str, StudyState]:
+    rows = _execute(
+        "SELECT id, study_instance_uid, patient_id, patient_id_issuer, patient_name, "
+        f"patient_birth_date, modalities, attribute_conflict FROM {_table(Study)} "
+        "WHERE study_instance_uid = ANY(%s) ORDER BY study_instance_uid FOR UPDATE",
+        [uids],
+    )
+    return {
+        uid: StudyState(
+            id=pk,
+            patient_id=pid,
+            issuer=issuer,
+            patient_name=name,
+            birth_date=birth,
+            modalities=list(mods or []),
+            conflict=conflict,
+        )
+        for pk, uid, pid, issuer, name, birth, mods, conflict in rows
+    }
+
+
+def _lock_series(uids: list[str]) -> dict[str, SeriesState]:
+    rows = _execute(
+        f"SELECT se.id, se.series_instance_uid, st.study_instance_uid FROM {_table(Series)} se "
+        f"JOIN {_table(Study)} st ON st.id = se.study_id WHERE se.series_instance_uid = ANY(%s) "
+        "ORDER BY se.series_instance_uid FOR UPDATE OF se",
+        [uids],
+    )
+    return {uid: SeriesState(id=pk, study_uid=study) for pk, uid, study in rows}
+
+
+def _lock_instances(uids: list[str]) -> dict[str, InstanceState]:
+    rows = _execute(
+        "SELECT i.id, i.sop_instance_uid, i.sha256, i.size_bytes, i.medium_id, i.relative_path, "
+        f"se.series_instance_uid, st.study_instance_uid, se.id FROM {_table(Instance)} i "
+        f"JOIN {_table(Series)} se ON se.id = i.series_id "
+        f"JOIN {_table(Study)} st ON st.id = se.study_id "
+        "WHERE i.sop_instance_uid = ANY(%s) ORDER BY i.sop_instance_uid FOR UPDATE OF i",
+        [uids],
+    )
+    return {
+        sop: InstanceState(
+            id=pk,
+            sha256=sha,
+            size=size,
+            medium_id=medium,
+            relative_path=path,
+            series_uid=series,
+            study_uid=study,
+            series_id=series_id,
+        )
+        for pk, sop, sha, size, medium, path, series, study, series_id in rows
+    }
+
+
+# -- deciding ------------------------------------------------------------------------------
+
+
+def _patient_differs(study: StudyState, parsed: Any) -> str:
+    """What differs in the patient's name or birth date, or ''."""
+    differences = []
+    if study.patient_name != parsed.patient_name:
+        differences.append(f"name {parsed.patient_name!r} (study: {study.patient_name!r})")
+    if study.birth_date != parsed.patient_birth_date:
+        theirs, ours = parsed.patient_birth_date or "none", study.birth_date or "none"
+        differences.append(f"birth date {theirs} (study: {ours})")
+    return " and ".join(differences)
+
+
+def _decide(
+    candidate: Candidate,
+    *,
+    studies: dict[str, StudyState],
+    series: dict[str, SeriesState],
+    instances: dict[str, InstanceState],
+    room: Room,
+    duplicate_policy: str,
+    mismatch_policy: str,
+) -> None:
+    """Set the candidate's outcome (or refusal) and place its file; update the batch's view."""
+    parsed = candidate.instance
+    study = studies.get(parsed.study_instance_uid)
+    if study is not None and (study.patient_id, study.issuer) != (
+        parsed.patient_id,
+        parsed.issuer_of_patient_id,
+    ):
+        raise IngestRefused(
+            Refusal.IDENTITY_CONFLICT,
+            f"Identity conflict: study {parsed.study_instance_uid} belongs to Patient ID "
+            f"{study.patient_id!r} (issuer {study.issuer!r}); this instance names "
+            f"{parsed.patient_id!r} (issuer {parsed.issuer_of_patient_id!r}). It was not "
+            "merged into the other patient's study and is kept in quarantine.",
+        )
+    difference = _patient_differs(study, parsed) if study is not None else ""
+    if difference and mismatch_policy == PatientMismatchPolicy.REFUSE:
+        raise IngestRefused(
+            Refusal.PATIENT_MISMATCH,
+            f"The instance names the patient of study {parsed.study_instance_uid} differently: "
+            f"{difference}. The tenant refuses such instances; it is kept in quarantine.",
+        )
+    one_series = series.get(parsed.series_instance_uid)
+    if one_series is not None and one_series.study_uid != parsed.study_instance_uid:
+        raise IngestRefused(
+            Refusal.IDENTITY_CONFLICT,
+            f"Identity conflict: series {parsed.series_instance_uid} belongs to study "
+            f"{one_series.study_uid}, not to {parsed.study_instance_uid} as this instance says. "
+            "It was not attached to the other study and is kept in quarantine.",
+        )
+    earlier = instances.get(parsed.sop_instance_uid)
+    if earlier is not None:
+        if (earlier.series_uid, earlier.study_uid) != (
+            parsed.series_instance_uid,
+            parsed.study_instance_uid,
+        ):
+            raise IngestRefused(
+                Refusal.IDENTITY_CONFLICT,
+                f"Identity conflict: SOP instance {parsed.sop_instance_uid} is stored in series "
+                f"{earlier.series_uid} of study {earlier.study_uid}; this copy names series "
+                f"{parsed.series_instance_uid} of study {parsed.study_instance_uid}. "
+                "Kept in quarantine.",
+            )
+        if earlier.id is None and earlier.sha256 != candidate.sha256:
+            raise IngestRefused(
+                Refusal.DUPLICATE_DIFFERS,
+                f"SOP Instance UID {parsed.sop_instance_uid} arrived twice in one delivery with "
+                "different bytes; the first copy was stored, this one is kept in quarantine.",
+            )
+        if earlier.sha256 == candidate.sha256:
+            candidate.outcome = ItemOutcome.DUPLICATE
+            candidate.reason = (
+                "An identical copy (same SOP Instance UID, same bytes) is already stored; "
+                "the first copy is kept."
+            )
+            return
+        if duplicate_policy != DuplicatePolicy.REPLACE:
+            raise IngestRefused(
+                Refusal.DUPLICATE_DIFFERS,
+                f"Another object with SOP Instance UID {parsed.sop_instance_uid} is stored "
+                f"(SHA-256 {earlier.sha256[:16]}); the tenant keeps the first copy. This copy "
+                f"has other bytes (SHA-256 {candidate.sha256[:16]}) and is kept in quarantine.",
+            )
+    growth = candidate.size - (earlier.size if earlier is not None else 0)
+    room.quota_check(growth)
+    occupied = (earlier.medium_id, earlier.relative_path) if earlier is not None else None
+    room.place(candidate, occupied=occupied)
+    room.quota_claim(growth)
+
+    if study is None:
+        study = StudyState(
+            id=None,
+            patient_id=parsed.patient_id,
+            issuer=parsed.issuer_of_patient_id,
+            patient_name=parsed.patient_name,
+            birth_date=parsed.patient_birth_date,
+            modalities=[],
+            conflict="",
+            parsed=parsed,
+        )
+        studies[parsed.study_instance_uid] = study
+    elif difference and not study.conflict:
+        study.conflict = f"An instance named the patient differently: {difference}."[:512]
+    study.touched = True
+    if parsed.modality and parsed.modality not in study.modalities:
+        study.modalities.append(parsed.modality)
+    if one_series is None:
+        one_series = SeriesState(id=None, study_uid=parsed.study_instance_uid, parsed=parsed)
+        series[parsed.series_instance_uid] = one_series
+        study.new_series += 1
+    assert candidate.medium is not None
+    if earlier is not None:
+        candidate.outcome = ItemOutcome.REPLACED
+        candidate.reason = (
+            f"Replaced the stored copy (SHA-256 {earlier.sha256[:16]}) with this one "
+            f"(SHA-256 {candidate.sha256[:16]}), as the tenant's duplicate policy says."
+        )
+        candidate.replaced = {
+            "id": earlier.id,
+            "medium_id": earlier.medium_id,
+            "relative_path": earlier.relative_path,
+            "size": earlier.size,
+        }
+        if earlier.id is not None:
+            room.medium_change(earlier.medium_id, -earlier.size)
+    else:
+        candidate.outcome = ItemOutcome.STORED
+        one_series.instances += 1
+        study.instances += 1
+    one_series.size += growth
+    study.size += growth
+    instances[parsed.sop_instance_uid] = InstanceState(
+        id=earlier.id if earlier is not None else None,
+        sha256=candidate.sha256,
+        size=candidate.size,
+        medium_id=candidate.target_medium.pk,
+        relative_path=candidate.relative_path,
+        series_uid=parsed.series_instance_uid,
+        study_uid=parsed.study_instance_uid,
+    )
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def _insert_patients(studies: Iterable[StudyState]) -> dict[tuple[str, str, Any], int]:
+    wanted = {
+        (s.parsed.patient_id, s.parsed.patient_name, s.parsed.patient_birth_date): s.parsed
+        for s in studies
+    }
+    if not wanted:
+        return {}
+    rows = [
+        (pid, name, birth, parsed.patient_sex)
+        for (pid, name, birth), parsed in sorted(
+            wanted.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]))
+        )
+    ]
+    values, params = _values(rows, ("varchar", "varchar", "date", "varchar"))
+    _execute(
+        f"INSERT INTO {_table(Patient)} (patient_id, name, birth_date, sex) VALUES {values} "
+        "ON CONFLICT (patient_id, name, birth_date) DO NOTHING",
+        params,
+    )
+    found = _execute(
+        f"SELECT id, patient_id, name, birth_date FROM {_table(Patient)} "
+        "WHERE patient_id = ANY(%s)",
+        [sorted({key[0] for key in wanted})],
+    )
+    return {(pid, name, birth): pk for pk, pid, name, birth in found}
+
+
+def _insert_studies(new: dict[str, StudyState], now: datetime.datetime) -> None:
+    patients = _insert_patients(new.values())
+    rows = []
+    # In order of arrival, so ids follow it (a tie-breaker of sorts by time received).
+    for uid in new:
+        state, p = new[uid], new[uid].parsed
+        rows.append(
+            (
+                uid,
+                patients[(p.patient_id, p.patient_name, p.patient_birth_date)],
+                p.patient_name,
+                p.patient_id,
+                p.issuer_of_patient_id,
+                p.patient_sex,
+                p.patient_birth_date,
+                p.study_date,
+                p.study_time,
+                p.accession_number,
+                p.study_id,
+                p.study_description,
+                p.referring_physician_name,
+                state.modalities,
+                state.new_series,
+                state.instances,
+                state.size,
+                state.conflict,
+                now,
+                now,
+            )
+        )
+    values, params = _values(
+        rows,
+        (
+            "varchar",
+            "bigint",
+            "varchar",
+            "varchar",
+            "varchar",
+            "varchar",
+            "date",
+            "date",
+            "time",
+            "varchar",
+            "varchar",
+            "varchar",
+            "varchar",
+            "varchar[]",
+            "integer",
+            "integer",
+            "bigint",
+            "varchar",
+            "timestamptz",
+            "timestamptz",
+        ),
+    )
+    inserted = _execute(
+        f"INSERT INTO {_table(Study)} (study_instance_uid, patient_record_id, patient_name, "
+        "patient_id, patient_id_issuer, patient_sex, patient_birth_date, study_date, study_time, "
+        "accession_number, study_id, description, referring_physician_name, modalities, "
+        "num_series, num_instances, size_bytes, attribute_conflict, received_at, updated_at) "
+        f"VALUES {values} ON CONFLICT (study_instance_uid) DO NOTHING "
+        "RETURNING study_instance_uid, id",
+        params,
+    )
+    if len(inserted) != len(rows):
+        raise IndexRaced("study")
+    for uid, pk in inserted:
+        new[uid].id = pk
+
+
+def _insert_series(
+    new: dict[str, SeriesState], studies: dict[str, StudyState], now: datetime.datetime
+) -> list[int]:
+    rows = []
+    for uid in new:
+        state, p = new[uid], new[uid].parsed
+        rows.append(
+            (
+                uid,
+                studies[state.study_uid].id,
+                p.modality,
+                p.series_number,
+                p.series_description,
+                p.body_part_examined,
+                state.instances,
+                state.size,
+                "",
+                "",
+                now,
+            )
+        )
+    values, params = _values(
+        rows,
+        (
+            "varchar",
+            "bigint",
+            "varchar",
+            "integer",
+            "varchar",
+            "varchar",
+            "integer",
+            "bigint",
+            "varchar",
+            "varchar",
+            "timestamptz",
+        ),
+    )
+    inserted = _execute(
+        f"INSERT INTO {_table(Series)} (series_instance_uid, study_id, modality, series_number, "
+        "description, body_part_examined, num_instances, size_bytes, thumbnail, thumbnail_error, "
+        f"received_at) VALUES {values} ON CONFLICT (series_instance_uid) DO NOTHING "
+        "RETURNING series_instance_uid, id",
+        params,
+    )
+    if len(inserted) != len(rows):
+        raise IndexRaced("series")
+    for uid, pk in inserted:
+        new[uid].id = pk
+    return [pk for _uid, pk in inserted]
+
+
+INSTANCE_COLUMNS = (
+    ("sop_instance_uid", "varchar"),
+    ("series_id", "bigint"),
+    ("sop_class_uid", "varchar"),
+    ("transfer_syntax_uid", "varchar"),
+    ("instance_number", "integer"),
+    ("rows", "integer"),
+    ("columns", "integer"),
+    ("number_of_frames", "integer"),
+    ("bits_allocated", "smallint"),
+    ("medium_id", "bigint"),
+    ("relative_path", "varchar"),
+    ("size_bytes", "bigint"),
+    ("sha256", "varchar"),
+)
+
+
+def _instance_row(candidate: Candidate, series: dict[str, SeriesState]) -> tuple[Any, ...]:
+    p = candidate.instance
+    return (
+        p.sop_instance_uid,
+        series[p.series_instance_uid].id,
+        p.sop_class_uid,
+        p.transfer_syntax_uid,
+        p.instance_number,
+        p.rows,
+        p.columns,
+        p.number_of_frames,
+        p.bits_allocated,
+        candidate.target_medium.pk,
+        candidate.relative_path,
+        candidate.size,
+        candidate.sha256,
+    )
+
+
+def _write_instances(
+    stored: list[Candidate],
+    replaced: list[Candidate],
+    series: dict[str, SeriesState],
+    now: datetime.datetime,
+) -> None:
+    names = ", ".join(connection.ops.quote_name(name) for name, _cast in INSTANCE_COLUMNS)
+    casts = [cast for _name, cast in INSTANCE_COLUMNS]
+    if stored:
+        rows = [(*_instance_row(c, series), now) for c in stored]
+        values, params = _values(rows, [*casts, "timestamptz"])
+        inserted = _execute(
+            f"INSERT INTO {_table(Instance)} ({names}, received_at) VALUES {values} "
+            "ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
+            params,
+        )
+        if len(inserted) != len(rows):
+            raise IndexRaced("instance")
+    if replaced:
+        rows = [(c.replaced["id"], *_instance_row(c, series)) for c in replaced]
+        values, params = _values(rows, ["bigint", *casts])
+        assignments = ", ".join(
+            f"{connection.ops.quote_name(name)} = v.{connection.ops.quote_name(name)}"
+            for name, _cast in INSTANCE_COLUMNS[1:]
+        )
+        _execute(
+            f"UPDATE {_table(Instance)} i SET {assignments} FROM (VALUES {values}) "
+            f"AS v(id, {names}) WHERE i.id = v.id",
+            params,
+        )
+
+
+def _update_counters(
+    studies: dict[str, StudyState], series: dict[str, SeriesState], now: datetime.datetime
+) -> None:
+    series_rows = [
+        (s.id, s.instances, s.size)
+        for uid, s in sorted(series.items())
+        if s.parsed is None and (s.instances or s.size)
+    ]
+    if series_rows:
+        values, params = _values(series_rows, ("bigint", "integer", "bigint"))
+        _execute(
+            f"UPDATE {_table(Series)} se SET num_instances = se.num_instances + v.n, "
+            f"size_bytes = se.size_bytes + v.b FROM (VALUES {values}) AS v(id, n, b) "
+            "WHERE se.id = v.id",
+            params,
+        )
+    study_rows = [
+        (s.id, s.new_series, s.instances, s.size, s.modalities, s.conflict, now)
+        for uid, s in sorted(studies.items())
+        if s.parsed is None and s.touched
+    ]
+    if study_rows:
+        values, params = _values(
+            study_rows,
+            ("bigint", "integer", "integer", "bigint", "varchar[]", "varchar", "timestamptz"),
+        )
+        _execute(
+            f"UPDATE {_table(Study)} st SET num_series = st.num_series + v.ns, "
+            "num_instances = st.num_instances + v.n, size_bytes = st.size_bytes + v.b, "
+            "modalities = v.m, attribute_conflict = v.c, updated_at = v.t "
+            f"FROM (VALUES {values}) AS v(id, ns, n, b, m, c, t) WHERE st.id = v.id",
+            params,
+        )
+
+
+# Which job counter an outcome adds to: stored, duplicates, rejected.
+_COUNTER: dict[str, int] = {
+    ItemOutcome.STORED: 0,
+    ItemOutcome.REPLACED: 0,
+    ItemOutcome.DUPLICATE: 1,
+}
+
+
+def _record_outcomes(candidates: list[Candidate], now: datetime.datetime) -> None:
+    rows = []
+    counts: dict[int, list[int]] = {}
+    for c in candidates:
+        p = c.parsed
+        rows.append(
+            (
+                c.item_id,
+                c.outcome,
+                c.refusal.code if c.refusal else "",
+                c.refusal.message if c.refusal else c.reason,
+                p.sop_instance_uid if p else "",
+                p.study_instance_uid if p else "",
+                str(c.quarantined) if c.quarantined else "",
+                c.sha256,
+                c.size,
+                now,
+            )
+        )
+        job = counts.setdefault(c.job_id, [0, 0, 0])
+        job[_COUNTER.get(c.outcome, 2)] += 1
+    values, params = _values(
+        rows,
+        (
+            "bigint",
+            "varchar",
+            "varchar",
+            "text",
+            "varchar",
+            "varchar",
+            "varchar",
+            "varchar",
+            "bigint",
+            "timestamptz",
+        ),
+    )
+    _execute(
+        f"UPDATE {_table(IngestItem)} it SET outcome = v.o, reason_code = v.rc, reason = v.r, "
+        "sop_instance_uid = v.sop, study_instance_uid = v.study, quarantine_path = v.q, "
+        "sha256 = v.sha, size_bytes = v.size, processed_at = v.t "
+        f"FROM (VALUES {values}) AS v(id, o, rc, r, sop, study, q, sha, size, t) "
+        "WHERE it.id = v.id",
+        params,
+    )
+    for job_id in sorted(counts):
+        stored, duplicates, rejected = counts[job_id]
+        _execute(
+            f"UPDATE {_table(IngestJob)} SET stored = stored + %s, duplicates = duplicates + %s, "
+            "rejected = rejected + %s, progressed_at = %s WHERE id = %s",
+            [stored, duplicates, rejected, now, job_id],
+        )
+
+
+def _update_media(room: Room) -> None:
+    for medium_id in sorted(room.growth):
+        if room.growth[medium_id]:
+            _execute(
+                f"UPDATE {_table(StorageMedium)} SET used_bytes = used_bytes + %s WHERE id = %s",
+                [room.growth[medium_id], medium_id],
+            )
+
+
+# -- the transaction -----------------------------------------------------------------------
+
+
+def index_batch(
+    candidates: list[Candidate],
+    *,
+    quota_bytes: int,
+    duplicate_policy: str,
+    mismatch_policy: str,
+    quarantine: Any,
+) -> tuple[list[Candidate], BatchIndex]:
+    """Decide, place and index `candidates`; call inside `transaction.atomic()`.
+
+    Returns the candidates this run finished (others were finished by someone else) and
+    what the commit needs to know. `quarantine(candidate)` links a refused file into the
+    tenant's quarantine before the commit."""
+    now = timezone.now()
+    pending = _lock_pending([c.item_id for c in candidates])
+    mine = [c for c in candidates if c.item_id in pending]
+    media = list(StorageMedium.objects.all())
+    result = BatchIndex(media={m.pk: m for m in media})
+    room = Room(media=media, quota_bytes=quota_bytes)
+    parsed = [c for c in mine if c.refusal is None and c.parsed is not None]
+    _lock_placements(sorted({c.instance.sop_instance_uid for c in parsed}))
+    studies = _lock_studies(sorted({c.instance.study_instance_uid for c in parsed}))
+    series = _lock_series(sorted({c.instance.series_instance_uid for c in parsed}))
+    instances = _lock_instances(sorted({c.instance.sop_instance_uid for c in parsed}))
+    for candidate in parsed:
+        try:
+            _decide(
+                candidate,
+                studies=studies,
+                series=series,
+                instances=instances,
+                room=room,
+                duplicate_policy=duplicate_policy,
+                mismatch_policy=mismatch_policy,
+            )
+        except IngestRefused as refused:
+            candidate.refusal = refused
+    for candidate in mine:
+        if candidate.refusal is not None:
+            candidate.outcome = ItemOutcome.REJECTED
+            quarantine(candidate)
+
+    new_studies = {uid: s for uid, s in studies.items() if s.id is None}
+    if new_studies:
+        _insert_studies(new_studies, now)
+    new_series = {uid: s for uid, s in series.items() if s.id is None}
+    if new_series:
+        result.new_series_ids = _insert_series(new_series, studies, now)
+    _write_instances(
+        [c for c in mine if c.outcome == ItemOutcome.STORED],
+        [c for c in mine if c.outcome == ItemOutcome.REPLACED],
+        series,
+        now,
+    )
+    _update_counters(studies, series, now)
+    _update_media(room)
+    if mine:
+        _record_outcomes(mine, now)
+    fsync_directories(room.directories)
+    return mine, result
