@@ -34,18 +34,19 @@ class StagingLimitExceeded(Exception):
         self.limit = limit
 
 
-def resolve_inside(root: Path | str, candidate: Path | str) -> Path:
-    """`candidate` resolved (symlinks and `..` included), refused unless it lies inside `root`."""
-    root_resolved = Path(root).resolve()
+def resolve_inside(root: Path | str, candidate: Path | str, *, root_resolved: bool = False) -> Path:
+    """`candidate` resolved (symlinks and `..` included), refused unless it lies inside `root`
+    (`root_resolved`: the caller resolved `root` already, once for many candidates)."""
+    root_resolved = Path(root) if root_resolved else Path(root).resolve()
     resolved = Path(candidate).resolve()
     if resolved != root_resolved and root_resolved not in resolved.parents:
         raise StoragePathError(f"{candidate} is outside {root_resolved}")
     return resolved
 
 
-def is_inside(root: Path | str, candidate: Path | str) -> bool:
+def is_inside(root: Path | str, candidate: Path | str, *, root_resolved: bool = False) -> bool:
     try:
-        resolve_inside(root, candidate)
+        resolve_inside(root, candidate, root_resolved=root_resolved)
     except StoragePathError:
         return False
     return True

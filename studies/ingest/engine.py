@@ -23,7 +23,7 @@ from studies.ingest.index import IndexRaced, claim_pending, index_batch
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.parse import Candidate, candidate_parse
 from studies.ingest.receive import quarantine_target
-from studies.models import IngestItem, IngestJob, Instance, ItemOutcome
+from studies.models import IngestItem, Instance, ItemOutcome
 from studies.storage import (
     StoragePathError,
     copy_durably,
@@ -72,7 +72,7 @@ def _claim(item_ids: list[int]) -> tuple[list[Candidate], dict[int, int]]:
         return [], {}
     rows = claim_pending(item_ids)
     candidates, attempts = [], {}
-    for pk, job_id, name, staged_path, size, sha256, tries in rows:
+    for pk, job_id, name, staged_path, size, sha256, tries, source in rows:
         candidate = Candidate(
             item_id=pk,
             job_id=job_id,
@@ -80,6 +80,7 @@ def _claim(item_ids: list[int]) -> tuple[list[Candidate], dict[int, int]]:
             staged=Path(staged_path or "."),
             size=size,
             sha256=sha256,
+            source=source,
         )
         if not staged_path:
             candidate.refuse(Refusal.STAGING_LOST, "The file never reached staging.")
@@ -98,10 +99,15 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
     from configuration.selectors import tenant_settings
 
     started = time.monotonic()
-    root = tenant_root()  # once per batch: every staged and quarantined file lies below it
+    # Once per batch: every staged and quarantined file lies below it.
+    root = tenant_root().resolve()
     for candidate in candidates:
         if candidate.refusal is None:
             candidate_parse(candidate, root=root)
+        elif candidate.staged != Path("."):  # refused unread (worker lost): still kept
+            candidate.staged_inside = candidate.staged.is_file() and is_inside(
+                root, candidate.staged, root_resolved=True
+            )
     tenant = current_tenant()
     policies = tenant_settings()
     parsed_state = [(c.refusal, c.sha256, c.size) for c in candidates]
@@ -109,7 +115,7 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
 
     def quarantine(candidate: Candidate) -> None:
         staged = candidate.staged
-        if not (staged.is_file() and is_inside(root, staged)):
+        if not (candidate.staged_inside and staged.is_file()):
             return
         target = quarantine_target(candidate.item_id, candidate.job_id, candidate.name, root=root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -158,9 +164,8 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
             raise
     _after_commit(candidates, mine, index.media, root)
     seconds = time.monotonic() - started
-    source = _job_source(candidates)
     for candidate in mine:
-        ingest_observe(source=source, outcome=candidate.outcome, seconds=seconds)
+        ingest_observe(source=candidate.source, outcome=candidate.outcome, seconds=seconds)
     return {
         c.item_id: ItemResult(
             c.outcome,
@@ -173,11 +178,6 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
 
 def _is_deadlock(error: OperationalError) -> bool:
     return type(error.__cause__).__name__ in {"DeadlockDetected", "SerializationFailure"}
-
-
-def _job_source(candidates: list[Candidate]) -> str:
-    job_id = candidates[0].job_id
-    return IngestJob.objects.filter(pk=job_id).values_list("source", flat=True).first() or ""
 
 
 def _referenced(candidate: Candidate) -> bool:
@@ -210,7 +210,7 @@ def _after_commit(
             candidate.created_file.unlink(missing_ok=True)
         if candidate.item_id not in finished:
             continue
-        if candidate.staged.is_file() and is_inside(root, candidate.staged):
+        if candidate.staged_inside:
             candidate.staged.unlink(missing_ok=True)
         if candidate.outcome == ItemOutcome.REPLACED and candidate.replaced.get("id"):
             _remove_replaced(candidate, media)

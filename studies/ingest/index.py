@@ -107,11 +107,12 @@ def _execute(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
 
 def claim_pending(item_ids: list[int]) -> list[tuple[Any, ...]]:
     """Count an attempt on each pending item, committed before the work starts; returns
-    (id, job_id, name, staged_path, size, sha256, attempts) rows by id."""
+    (id, job_id, name, staged_path, size, sha256, attempts, job source) rows by id."""
     rows = _execute(
-        f"UPDATE {_table(IngestItem)} SET attempts = attempts + 1 "
-        "WHERE id = ANY(%s::bigint[]) AND outcome = %s "
-        "RETURNING id, job_id, name, staged_path, size_bytes, sha256, attempts",
+        f"UPDATE {_table(IngestItem)} it SET attempts = it.attempts + 1 "
+        f"FROM {_table(IngestJob)} j WHERE j.id = it.job_id "
+        "AND it.id = ANY(%s::bigint[]) AND it.outcome = %s RETURNING it.id, it.job_id, "
+        "it.name, it.staged_path, it.size_bytes, it.sha256, it.attempts, j.source",
         [list(item_ids), ItemOutcome.PENDING],
     )
     return sorted(rows)

@@ -23,6 +23,7 @@ class Candidate:
     staged: Path
     size: int
     sha256: str
+    source: str = ""
     parsed: ParsedInstance | None = None
     refusal: IngestRefused | None = None
     # Decided by the index stage, inside its transaction
@@ -33,6 +34,7 @@ class Candidate:
     created_file: Path | None = None  # a file this run placed on a medium
     quarantined: Path | None = None
     replaced: dict[str, object] = field(default_factory=dict)  # the earlier copy's row
+    staged_inside: bool = False  # the staged file was found inside the tenant's root
 
     @property
     def instance(self) -> ParsedInstance:
@@ -56,7 +58,7 @@ def candidate_parse(candidate: Candidate, *, root: Path) -> None:
     """Fill `candidate.parsed`, or `candidate.refusal` with why the file cannot enter;
     `root` is the tenant's storage root, where every staged file must lie."""
     staged = candidate.staged
-    if not is_inside(root, staged):
+    if not is_inside(root, staged, root_resolved=True):
         candidate.refuse(
             Refusal.STAGING_LOST, "The staged file lies outside this tenant's storage; not touched."
         )
@@ -64,6 +66,7 @@ def candidate_parse(candidate: Candidate, *, root: Path) -> None:
     if not staged.is_file():
         candidate.refuse(Refusal.STAGING_LOST, "The uploaded file is missing from staging.")
         return
+    candidate.staged_inside = True
     try:
         candidate.parsed = parse_file(staged, max_bytes=settings.PORTAL_MAX_INSTANCE_BYTES)
     except DicomParseError as error:

@@ -78,9 +78,9 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
     ingest_items_process(item_ids=[items[0].pk])  # the study and series exist from here on
     rest = [item.pk for item in items[1:]] or [stage(ct(StudyInstanceUID=study))[1][0].pk]
     # Claim, tenant, settings, item locks, media, placement locks, studies, series,
-    # instances, the insert, two counter updates, media usage, outcomes, job, source,
+    # instances, the insert, two counter updates, media usage, outcomes, job,
     # and the savepoint around it all: the same for 1 instance and for 49.
-    with django_assert_max_num_queries(19):
+    with django_assert_max_num_queries(18):
         results = ingest_items_process(item_ids=rest)
     assert {r.outcome for r in results.values()} == {ItemOutcome.STORED}
     assert Study.objects.get(study_instance_uid=study).num_instances == len(rest) + 1
