@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EMBEDDED := $(PY) -m portal.embedded
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-fast lint bench bench-dicomweb clean
+.PHONY: help install run test test-fast lint bench bench-dicomweb bench-ingest clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,6 +38,9 @@ bench: install  ## Tenant creation benchmark (writes figures for BENCHMARKS.md).
 
 bench-dicomweb: install  ## DICOMweb QIDO/WADO benchmark at 100k studies, against Orthanc (BENCHMARKS.md).
 	$(EMBEDDED) --var .var/bench -- $(PY) bench/dicomweb.py --orthanc $(BENCH_ARGS)
+
+bench-ingest: install  ## Ingest benchmark, portal vs Orthanc per channel (BENCHMARKS.md; BENCH_ARGS=--help).
+	$(EMBEDDED) --var .var/bench -- $(PY) bench/ingest.py $(BENCH_ARGS)
 
 clean:  ## Remove the virtualenv and all local data (.var).
 	rm -rf $(VENV) .var

@@ -110,3 +110,103 @@ def cpu_and_memory() -> tuple[str, float]:
         if line.startswith("MemTotal:")
     )
     return cpu, round(mem / 1024 / 1024, 1)
+
+
+# -- server processes: CPU time and peak memory, from /proc --------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """utime + stime of the process (all its threads, live and ended) and, with `children`,
+    cutime + cstime (its children that have ended and been waited for); 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name in parentheses may hold spaces; the fields after it are fixed.
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process tree: every live member's own time plus its ended children's.
+    A live child is not yet in its parent's cutime, so nothing is counted twice."""
+    return sum(process_cpu_seconds(each) for each in descendants(pid))
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def peak_rss_mib(pids: list[int]) -> dict[int, float]:
+    """VmHWM (peak resident set size since start or the last reset) of each live process."""
+    peaks: dict[int, float] = {}
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks[pid] = round(int(line.split()[1]) / 1024, 1)
+    return peaks
+
+
+def reset_peak_rss(pids: list[int]) -> int:
+    """Reset VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`, Linux 4.0+); returns
+    how many processes could not be reset (not ours, or gone)."""
+    failed = 0
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            failed += 1
+    return failed
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return None
+
+
+# -- tools and their versions ---------------------------------------------------------------
+
+ORTHANC_DICOMWEB_FALLBACK = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def first_line(command: list[str]) -> str:
+    """The first line a command prints, spaces collapsed; "" if it fails or cannot run."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
+    return " ".join(lines[0].split()) if lines else ""
+
+
+def orthanc_dicomweb_plugin() -> str:
+    """The DICOMweb plugin of Debian's orthanc-dicomweb package (`dpkg -L`), else its usual
+    path."""
+    try:
+        listing = subprocess.run(
+            ["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True, check=False
+        ).stdout.split()
+    except OSError:
+        listing = []
+    plugins = [p for p in listing if p.endswith(".so") and "/plugins/" in p]
+    found = plugins or [p for p in listing if ".so" in p.rsplit("/", 1)[-1]]
+    return found[0] if found else ORTHANC_DICOMWEB_FALLBACK
