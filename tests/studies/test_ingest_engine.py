@@ -284,10 +284,16 @@ def test_a_job_whose_tasks_were_lost_is_sent_again(in_alpha, django_capture_on_c
 # -- concurrency ---------------------------------------------------------------------------
 
 
-def test_two_workers_ingesting_one_study_leave_exact_counts(django_db_setup, django_db_blocker):
+def test_two_workers_ingesting_one_study_leave_exact_counts(
+    django_db_setup, django_db_blocker, monkeypatch
+):
     """Two threads, each its own connection and transactions (committed for real), take
     interleaved batches of one new study: one creates it, the other waits and joins it."""
     from tenants.models import Tenant
+
+    # The browser tests' session-wide Playwright keeps an event loop on this thread; these
+    # are plain synchronous queries all the same.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
     study, series = generate_uid(), generate_uid()
     with django_db_blocker.unblock():
