@@ -150,13 +150,34 @@ def _may_be_sequence(element: Any) -> bool:
     return vr in ("SQ", "UN")
 
 
-def check_nesting(dataset: Dataset, *, limit: int = MAX_SEQUENCE_DEPTH) -> None:
-    """Walk every sequence iteratively and refuse nesting deeper than `limit`."""
+def check_structure(
+    dataset: Dataset, *, size: int | None = None, limit: int = MAX_SEQUENCE_DEPTH
+) -> None:
+    """One walk over the elements: refuse a file whose top-level elements claim more bytes
+    than its `size` (a truncated transfer), and sequences nested deeper than `limit`.
+
+    Values stay undecoded except those that can hold a sequence (profiled: a CT has a few
+    hundred elements, and two separate walks cost as much as reading the file)."""
     stack: list[tuple[Dataset, int]] = [(dataset, 0)]
     while stack:
         current, depth = stack.pop()
+        end = size if depth == 0 else None  # items lie inside their sequence's length
         for tag in current.keys():  # noqa: SIM118 - iterating a Dataset would load the pixels
-            if not _may_be_sequence(current.get_item(tag, keep_deferred=True)):
+            raw = current.get_item(tag, keep_deferred=True)
+            if end is not None:
+                tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+                if (
+                    isinstance(tell, int)
+                    and isinstance(length, int)
+                    and length != UNDEFINED_LENGTH
+                    and tell + length > end
+                ):
+                    raise DicomParseError(
+                        "truncated",
+                        f"The file is truncated: element {tag} needs {length} bytes at "
+                        f"offset {tell}, but the file ends at {end}.",
+                    )
+            if not _may_be_sequence(raw):
                 continue
             element = current[tag]
             if element.VR != "SQ":
@@ -168,25 +189,13 @@ def check_nesting(dataset: Dataset, *, limit: int = MAX_SEQUENCE_DEPTH) -> None:
             stack.extend((item, depth + 1) for item in element.value)
 
 
-def check_complete(dataset: Dataset, size: int) -> None:
-    """Refuse a file whose elements claim more bytes than it has (truncated transfers)."""
-    for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset would load the pixels
-        element = dataset.get_item(tag, keep_deferred=True)
-        tell, length = getattr(element, "value_tell", None), getattr(element, "length", None)
-        if tell is None or length is None or length == UNDEFINED_LENGTH:
-            continue
-        if tell + length > size:
-            raise DicomParseError(
-                "truncated",
-                f"The file is truncated: element {tag} needs {length} bytes at "
-                f"offset {tell}, but the file ends at {size}.",
-            )
-
-
-def parse_dataset(dataset: Dataset, *, transfer_syntax_uid: str) -> ParsedInstance:
-    """Validate and extract the index fields of an already-read dataset."""
+def parse_dataset(
+    dataset: Dataset, *, transfer_syntax_uid: str, size: int | None = None
+) -> ParsedInstance:
+    """Validate and extract the index fields of an already-read dataset (`size`: of the file
+    it was read from, whose elements must fit in it)."""
     try:
-        check_nesting(dataset)
+        check_structure(dataset, size=size)
         sop_class = _uid(dataset, "SOPClassUID")
         if not is_storage_sop_class(sop_class):
             raise DicomParseError(
@@ -250,9 +259,8 @@ def parse_file(path: Path | str, *, max_bytes: int) -> ParsedInstance:
         raise DicomParseError("too-deep", "Sequences are nested too deeply.") from None
     except Exception as error:
         raise DicomParseError("unreadable", f"The file cannot be read as DICOM: {error}.") from None
-    check_complete(dataset, size)
     meta: Any = getattr(dataset, "file_meta", None)
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
     if not transfer_syntax:
         raise DicomParseError("no-transfer-syntax", "The file meta has no transfer syntax UID.")
-    return parse_dataset(dataset, transfer_syntax_uid=transfer_syntax)
+    return parse_dataset(dataset, transfer_syntax_uid=transfer_syntax, size=size)

@@ -37,10 +37,10 @@ class StagingLimitExceeded(Exception):
 def resolve_inside(root: Path | str, candidate: Path | str, *, root_resolved: bool = False) -> Path:
     """`candidate` resolved (symlinks and `..` included), refused unless it lies inside `root`
     (`root_resolved`: the caller resolved `root` already, once for many candidates)."""
-    root_resolved = Path(root) if root_resolved else Path(root).resolve()
+    base = Path(root) if root_resolved else Path(root).resolve()
     resolved = Path(candidate).resolve()
-    if resolved != root_resolved and root_resolved not in resolved.parents:
-        raise StoragePathError(f"{candidate} is outside {root_resolved}")
+    if resolved != base and base not in resolved.parents:
+        raise StoragePathError(f"{candidate} is outside {base}")
     return resolved
 
 

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.services import audit_record
-from studies.ingest import ingest_item_refuse, ingest_item_stage
+from studies.ingest import JobStaging
 from studies.models import IngestItem, IngestJob, IngestJobStatus, ItemOutcome
 from studies.storage import quarantine_dir, resolve_inside, staging_dir
 
@@ -82,14 +82,15 @@ def upload_stage_files(*, job: IngestJob, files: list[Any]) -> StageCounts:
     A refused zip raises UploadRefused after failing the job.
     """
     counts = StageCounts()
-    for upload in files:
-        name = getattr(upload, "name", None) or "file"
-        if is_zip(name, upload):
-            counts_zip = upload_stage_zip(job=job, name=name, archive=upload)
-            counts.staged += counts_zip.staged
-            counts.rejected += counts_zip.rejected
-        else:
-            counts.add(ingest_item_stage(job=job, name=name, stream=upload))
+    with JobStaging(job) as staging:
+        for upload in files:
+            name = getattr(upload, "name", None) or "file"
+            if is_zip(name, upload):
+                counts_zip = upload_stage_zip(staging=staging, name=name, archive=upload)
+                counts.staged += counts_zip.staged
+                counts.rejected += counts_zip.rejected
+            else:
+                counts.add(staging.stage(name=name, stream=upload))
     return counts
 
 
@@ -128,40 +129,36 @@ def _check_archive(archive: zipfile.ZipFile, limit: int) -> None:
         )
 
 
-def upload_stage_zip(*, job: IngestJob, name: str, archive: IO[bytes]) -> StageCounts:
+def upload_stage_zip(*, staging: JobStaging, name: str, archive: IO[bytes]) -> StageCounts:
     """Extract a zip entry by entry, streaming each into staging; unsafe names are rejected."""
     counts = StageCounts()
     try:
         zipped = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError):
         counts.add(
-            ingest_item_refuse(
-                job=job, name=name, code="bad-zip", reason="The file is not a readable zip."
-            )
+            staging.refuse(name=name, code="bad-zip", reason="The file is not a readable zip.")
         )
         return counts
     with zipped:
         try:
             _check_archive(zipped, max_upload_bytes())
         except UploadRefused as refused:
-            upload_job_fail(job=job, reason=f"{name}: {refused.message}")
+            staging.flush()  # the files staged so far are rejected with the job
+            upload_job_fail(job=staging.job, reason=f"{name}: {refused.message}")
             raise
         for info in zipped.infolist():
             if _ignored_entry(info):
                 continue
             entry_name = f"{name}/{info.filename}"
             if unsafe := _unsafe_entry(info.filename):
-                counts.add(
-                    ingest_item_refuse(job=job, name=entry_name, code="zip-slip", reason=unsafe)
-                )
+                counts.add(staging.refuse(name=entry_name, code="zip-slip", reason=unsafe))
                 continue
             try:
                 with zipped.open(info) as entry:
-                    counts.add(ingest_item_stage(job=job, name=entry_name, stream=entry))
+                    counts.add(staging.stage(name=entry_name, stream=entry))
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:
                 counts.add(
-                    ingest_item_refuse(
-                        job=job,
+                    staging.refuse(
                         name=entry_name,
                         code="bad-zip",
                         reason=f"The zip entry could not be read: {error}",

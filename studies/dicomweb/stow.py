@@ -48,10 +48,9 @@ from studies.dicomweb.multipart import (
 from studies.ingest import (
     STORED_OUTCOMES,
     IngestRefused,
+    JobStaging,
     Refusal,
-    ingest_item_refuse,
     ingest_item_reject,
-    ingest_item_stage,
     ingest_job_create,
     ingest_job_refresh,
     ingest_job_submit,
@@ -129,9 +128,9 @@ class Received:
 
 
 class _BodyGuard(Iterator[bytes]):
-    """A part's chunks for `ingest_item_stage`; a broken body becomes that item's refusal.
+    """A part's chunks for `JobStaging.stage`; a broken body becomes that item's refusal.
 
-    `ingest_item_stage` cleans up after an `IngestRefused` (partial file removed, item
+    `JobStaging.stage` cleans up after an `IngestRefused` (partial file removed, item
     counted as rejected), so the error the request ends with is kept here and raised later.
     """
 
@@ -149,25 +148,29 @@ class _BodyGuard(Iterator[bytes]):
 
 def stow_receive(*, request: HttpRequest, boundary: str, received: Received) -> IngestJob:
     """Stage every part of the body into the request's job; raises what broke the body."""
-    for index, part in enumerate(multipart_parts(stream=request, boundary=boundary), start=1):
-        received.parts = index
-        job = received.open_job()
-        name = f"stow-part-{index}.dcm"
-        # RFC 2387 lets the `type` parameter stand for parts that name no type of their own.
-        if part.content_type not in ("", DICOM):
-            ingest_item_refuse(
-                job=job,
-                name=name,
-                code=OTHER_MEDIA_TYPE,
-                reason=f"Part {index} is {printable(part.content_type)}, not {DICOM}; "
-                "it was not read.",
-            )
-            received.other_media_types += 1
-            continue
-        guard = _BodyGuard(part.body)
-        ingest_item_stage(job=job, name=name, stream=guard)
-        if guard.error is not None:
-            raise guard.error
+    staging: JobStaging | None = None
+    try:
+        for index, part in enumerate(multipart_parts(stream=request, boundary=boundary), start=1):
+            received.parts = index
+            staging = staging or JobStaging(received.open_job())
+            name = f"stow-part-{index}.dcm"
+            # RFC 2387 lets the `type` parameter stand for parts that name no type of their own.
+            if part.content_type not in ("", DICOM):
+                staging.refuse(
+                    name=name,
+                    code=OTHER_MEDIA_TYPE,
+                    reason=f"Part {index} is {printable(part.content_type)}, not {DICOM}; "
+                    "it was not read.",
+                )
+                received.other_media_types += 1
+                continue
+            guard = _BodyGuard(part.body)
+            staging.stage(name=name, stream=guard)
+            if guard.error is not None:
+                raise guard.error
+    finally:
+        if staging is not None:
+            staging.flush()  # every part read so far is counted, whatever broke the body
     # The parser refuses a body without parts, so the job exists here.
     return received.open_job()
 

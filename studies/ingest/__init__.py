@@ -20,6 +20,7 @@ from studies.ingest.outcomes import (
     Refusal,
 )
 from studies.ingest.receive import (
+    JobStaging,
     ingest_file_stage,
     ingest_item_refuse,
     ingest_item_reject,
@@ -33,6 +34,7 @@ __all__ = [
     "STORED_OUTCOMES",
     "IngestRefused",
     "ItemResult",
+    "JobStaging",
     "Refusal",
     "ingest_file_stage",
     "ingest_item_refuse",

@@ -40,70 +40,125 @@ def ingest_job_create(*, source: str, created_by: Any = None, description: str =
     return job
 
 
-def staged_file_path(job: IngestJob) -> Path:
-    """A fresh name in the job's staging folder (never derived from what the sender said)."""
-    return staging_dir(job.pk) / f"{uuid.uuid4().hex}.dcm"
+FLUSH_EVERY = 200  # staged rows kept in memory before they are written (progress stays live)
+
+
+class JobStaging:
+    """Stages many files into one job: each is written once as it arrives (hashed, size
+    limited, fsynced) under a fresh name, and the rows of all of them are inserted together,
+    with one update of the job's counters, every `FLUSH_EVERY` files and when the staging
+    closes. Profiled on CT files, the row and counter round trips of one file at a time
+    cost more than its write and fsync."""
+
+    def __init__(self, job: IngestJob) -> None:
+        self.job = job
+        self.folder = staging_dir(job.pk)
+        self._rows: list[IngestItem] = []
+
+    def __enter__(self) -> "JobStaging":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()  # what was staged before an error is counted, so the job adds up
+
+    def stage(
+        self, *, name: str, stream: IO[bytes] | Iterable[bytes], max_bytes: int | None = None
+    ) -> IngestItem:
+        """Write one incoming file to the job's staging folder; its row follows at the flush."""
+        limit = max_bytes or settings.PORTAL_MAX_INSTANCE_BYTES
+        path = self.folder / f"{uuid.uuid4().hex}.dcm"  # never derived from what the sender said
+        try:
+            written = write_stream(path, stream, limit=limit)
+        except StagingLimitExceeded:
+            return self.refuse(
+                name=name, code=Refusal.TOO_LARGE, reason=f"The file is larger than {limit} bytes."
+            )
+        except IngestRefused as refused:  # a channel's stream refusing its own bytes
+            return self.refuse(name=name, code=refused.code, reason=refused.message)
+        except OSError as error:
+            # A full or failing staging disk: the item is closed, so its job can close too.
+            reason = f"The file could not be written to staging: {error.strerror or error}."
+            self.refuse(name=name, code=Refusal.STAGING_FAILED, reason=reason)
+            raise
+        return self._add(
+            IngestItem(
+                job=self.job,
+                name=name[:512],
+                staged_path=str(path),
+                size_bytes=written.size,
+                sha256=written.sha256,
+            )
+        )
+
+    def adopt(self, *, name: str, path: Path, size: int, sha256: str) -> IngestItem:
+        """Take a file already received and hashed in this tenant's storage (the gateway's):
+        it is renamed into the job's staging folder and fsynced, never copied."""
+        target = self.folder / f"{uuid.uuid4().hex}.dcm"
+        os.replace(path, target)
+        with target.open("rb") as stream:
+            os.fsync(stream.fileno())
+        return self._add(
+            IngestItem(
+                job=self.job,
+                name=name[:512],
+                staged_path=str(target),
+                size_bytes=size,
+                sha256=sha256,
+            )
+        )
+
+    def refuse(self, *, name: str, code: str, reason: str) -> IngestItem:
+        """Record a file refused before it could be staged (e.g. an unsafe zip entry)."""
+        return self._add(
+            IngestItem(
+                job=self.job,
+                name=name[:512],
+                outcome=ItemOutcome.REJECTED,
+                reason_code=str(code),
+                reason=reason,
+                processed_at=timezone.now(),
+            )
+        )
+
+    def _add(self, item: IngestItem) -> IngestItem:
+        self._rows.append(item)
+        if len(self._rows) >= FLUSH_EVERY:
+            self.flush()
+        return item
+
+    def flush(self) -> None:
+        """Insert the staged rows (their primary keys are set on the objects returned)."""
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        rejected = sum(1 for row in rows if row.outcome == ItemOutcome.REJECTED)
+        with transaction.atomic():
+            IngestItem.objects.bulk_create(rows)
+            IngestJob.objects.filter(pk=self.job.pk).update(
+                total=F("total") + len(rows), rejected=F("rejected") + rejected
+            )
 
 
 def ingest_item_stage(
     *, job: IngestJob, name: str, stream: IO[bytes] | Iterable[bytes], max_bytes: int | None = None
 ) -> IngestItem:
-    """Write one incoming file to the job's staging folder, streaming, hashed, size-limited."""
-    limit = max_bytes or settings.PORTAL_MAX_INSTANCE_BYTES
-    path = staged_file_path(job)
-    try:
-        written = write_stream(path, stream, limit=limit)
-    except StagingLimitExceeded:
-        return ingest_item_refuse(
-            job=job,
-            name=name,
-            code=Refusal.TOO_LARGE,
-            reason=f"The file is larger than {limit} bytes.",
-        )
-    except IngestRefused as refused:  # a channel's stream refusing its own bytes
-        return ingest_item_refuse(job=job, name=name, code=refused.code, reason=refused.message)
-    except OSError as error:
-        # A full or failing staging disk: the item is closed, so its job can close too.
-        reason = f"The file could not be written to staging: {error.strerror or error}."
-        ingest_item_refuse(job=job, name=name, code=Refusal.STAGING_FAILED, reason=reason)
-        raise
-    return _item_create(job, name, path, written.size, written.sha256)
+    """Stage one file (see `JobStaging` for many)."""
+    with JobStaging(job) as staging:
+        return staging.stage(name=name, stream=stream, max_bytes=max_bytes)
 
 
 def ingest_file_stage(
     *, job: IngestJob, name: str, path: Path, size: int, sha256: str
 ) -> IngestItem:
-    """Adopt a file already received and hashed in this tenant's storage (the gateway's):
-    it is renamed into the job's staging folder and fsynced, never copied."""
-    target = staged_file_path(job)
-    os.replace(path, target)
-    with target.open("rb") as stream:
-        os.fsync(stream.fileno())
-    return _item_create(job, name, target, size, sha256)
-
-
-def _item_create(job: IngestJob, name: str, path: Path, size: int, sha256: str) -> IngestItem:
-    with transaction.atomic():
-        item = IngestItem.objects.create(
-            job=job, name=name[:512], staged_path=str(path), size_bytes=size, sha256=sha256
-        )
-        IngestJob.objects.filter(pk=job.pk).update(total=F("total") + 1)
-    return item
+    """Adopt one file already received into this tenant's storage (see `JobStaging.adopt`)."""
+    with JobStaging(job) as staging:
+        return staging.adopt(name=name, path=path, size=size, sha256=sha256)
 
 
 def ingest_item_refuse(*, job: IngestJob, name: str, code: str, reason: str) -> IngestItem:
-    """Record a file that was refused before it could be staged (e.g. an unsafe zip entry)."""
-    with transaction.atomic():
-        item = IngestItem.objects.create(
-            job=job,
-            name=name[:512],
-            outcome=ItemOutcome.REJECTED,
-            reason_code=str(code),
-            reason=reason,
-            processed_at=timezone.now(),
-        )
-        IngestJob.objects.filter(pk=job.pk).update(total=F("total") + 1, rejected=F("rejected") + 1)
-    return item
+    """Record one file that was refused before it could be staged."""
+    with JobStaging(job) as staging:
+        return staging.refuse(name=name, code=code, reason=reason)
 
 
 def quarantine_target(item_id: int, job_id: int, name: str, *, root: Path | None = None) -> Path:

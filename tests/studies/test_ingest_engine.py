@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 from configuration.selectors import tenant_settings
 from studies.ingest import (
     BATCH_SIZE,
+    JobStaging,
     Refusal,
     ingest_item_stage,
     ingest_items_process,
@@ -84,6 +85,21 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
         results = ingest_items_process(item_ids=rest)
     assert {r.outcome for r in results.values()} == {ItemOutcome.STORED}
     assert Study.objects.get(study_instance_uid=study).num_instances == len(rest) + 1
+
+
+@pytest.mark.parametrize("count", [1, 40])
+def test_staging_a_request_costs_the_same_statements_whatever_its_size(
+    in_alpha, django_assert_max_num_queries, count
+):
+    job = ingest_job_create(source="upload", description="staging test")
+    # The tenant (schema_context sets a stand-in), savepoint, rows, job counters, release.
+    with django_assert_max_num_queries(5), JobStaging(job) as staging:
+        items = [staging.stage(name=f"{i}.dcm", stream=io.BytesIO(ct())) for i in range(count)]
+        staging.refuse(name="evil.zip/../x", code="zip-slip", reason="unsafe")
+    job.refresh_from_db()
+    assert (job.total, job.rejected) == (count + 1, 1)
+    assert all(item.pk for item in items)
+    assert all(Path(item.staged_path).is_file() for item in items)
 
 
 def test_the_search_path_is_set_once_per_batch_not_per_statement(alpha, beta, storage):

@@ -9,7 +9,7 @@ from django.template.defaultfilters import filesizeformat
 from django_tenants.utils import tenant_context
 
 from studies.ingest import (
-    ingest_item_stage,
+    JobStaging,
     ingest_items_process,
     ingest_job_create,
     ingest_job_refresh,
@@ -72,10 +72,11 @@ class Command(BaseCommand):
         done = 0
         for start in range(0, len(files), batch):
             staged = []
-            for path in files[start : start + batch]:
-                with path.open("rb") as stream:
-                    name = str(path.resolve().relative_to(root))
-                    staged.append(ingest_item_stage(job=job, name=name, stream=stream))
+            with JobStaging(job) as staging:
+                for path in files[start : start + batch]:
+                    with path.open("rb") as stream:
+                        name = str(path.resolve().relative_to(root))
+                        staged.append(staging.stage(name=name, stream=stream))
             ingest_items_process(
                 item_ids=[item.pk for item in staged if item.outcome == ItemOutcome.PENDING]
             )
