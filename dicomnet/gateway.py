@@ -33,14 +33,15 @@ from dicomnet import queryretrieve, receive
 from dicomnet.receive import ReceivedFile
 from portal.schemas import tenant_connection
 from studies.ingest import (
+    BATCH_SIZE,
     ItemResult,
-    ingest_file_stage,
-    ingest_items_process,
+    JobStaging,
     ingest_job_create,
     ingest_job_submit,
+    ingest_staged_process,
 )
 from studies.ingest.outcomes import StoreStatus, store_status
-from studies.models import IngestJob, IngestSource
+from studies.models import IngestItem, IngestJob, IngestSource
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -130,28 +131,94 @@ def status_dataset(status: int, comment: str = "") -> Dataset | int:
     return response
 
 
-def store_received(
-    *, session: Session, sop_instance_uid: str, received: ReceivedFile
-) -> ItemResult:
-    """Adopt one received Part-10 file into the association's job (renamed, never copied)
-    and take it into the archive now, so the C-STORE response tells the sender the real
-    outcome: the answer comes after the file is durable and indexed. Runs in the tenant's
-    schema."""
-    if session.job is None:
-        session.job = ingest_job_create(
-            source=IngestSource.DIMSE, description=f"from {session.peer}"
+@dataclass(eq=False)
+class PendingStore:
+    """One received C-STORE waiting for its batch; the batch's leader fills in the result."""
+
+    session: Session
+    sop_instance_uid: str
+    received: ReceivedFile
+    result: ItemResult | None = None
+    failed: bool = False
+    done: bool = False
+
+
+class GroupCommit:
+    """C-STOREs of one tenant share their commits.
+
+    Each association's thread brings its received file and waits for the answer. When no
+    batch of the tenant is being indexed, the thread leads: it takes every C-STORE waiting
+    for that tenant (up to `max_batch`), stages and indexes them as one batch (one staging
+    commit per association's job, one index transaction), and wakes their threads, each of
+    which answers its own modality with its own outcome. While it works, newcomers queue
+    up and go together in the next batch. One association alone gets batches of one: its
+    answer is never held back to wait for company. Tenants do not wait for each other.
+    """
+
+    def __init__(self, *, max_batch: int = BATCH_SIZE) -> None:
+        self.max_batch = max_batch
+        self._changed = threading.Condition()
+        self._waiting: dict[int, list[PendingStore]] = {}
+        self._leading: set[int] = set()
+
+    def store(self, pending: PendingStore) -> None:
+        """Return once `pending` is done (its `result` set, or `failed`)."""
+        key = pending.session.tenant.pk
+        with self._changed:
+            self._waiting.setdefault(key, []).append(pending)
+        while True:
+            with self._changed:
+                while not pending.done and key in self._leading:
+                    self._changed.wait()
+                if pending.done:
+                    return
+                self._leading.add(key)
+                queue = self._waiting[key]
+                batch, self._waiting[key] = queue[: self.max_batch], queue[self.max_batch :]
+            try:
+                store_batch(batch)
+            except Exception:
+                logger.exception("a batch of %d C-STOREs could not be stored", len(batch))
+                for each in batch:
+                    each.failed = each.result is None
+            finally:
+                with self._changed:
+                    for each in batch:
+                        each.done = True
+                    self._leading.discard(key)
+                    if not self._waiting.get(key):
+                        self._waiting.pop(key, None)
+                    self._changed.notify_all()
+
+
+def store_batch(batch: list[PendingStore]) -> None:
+    """Adopt each received Part 10 file into its association's job (renamed, never copied;
+    each row committed with its first attempt), then take them all into the archive as one
+    batch, so every C-STORE response tells its sender the real outcome after the file is
+    durable and indexed. All of one tenant."""
+    staged: list[tuple[IngestItem, PendingStore]] = []
+    with tenant_context(batch[0].session.tenant):
+        for session in {id(p.session): p.session for p in batch}.values():
+            if session.job is None:
+                session.job = ingest_job_create(
+                    source=IngestSource.DIMSE, description=f"from {session.peer}"
+                )
+            with JobStaging(session.job, claimed=True) as staging:
+                for pending in (p for p in batch if p.session is session):
+                    uid = _UNSAFE_NAME.sub("_", pending.sop_instance_uid)[:64] or "instance"
+                    item = staging.adopt(
+                        name=f"{uid}.dcm",
+                        path=pending.received.path,
+                        size=pending.received.size,
+                        sha256=pending.received.sha256,
+                    )
+                    staged.append((item, pending))
+        results = ingest_staged_process(
+            items=[item for item, _pending in staged], source=IngestSource.DIMSE
         )
-    name = f"{_UNSAFE_NAME.sub('_', sop_instance_uid)[:64] or 'instance'}.dcm"
-    item = ingest_file_stage(
-        job=session.job,
-        name=name,
-        path=received.path,
-        size=received.size,
-        sha256=received.sha256,
-    )
-    result = ingest_items_process(item_ids=[item.pk])[item.pk]
-    session.outcomes[result.outcome] = session.outcomes.get(result.outcome, 0) + 1
-    return result
+    for item, pending in staged:
+        pending.result = results.get(item.pk)
+        pending.failed = pending.result is None
 
 
 class GatewayAE(AE):
@@ -211,6 +278,7 @@ class DicomGateway:
             self.ae.add_supported_context(sop_class, QUERY_TRANSFER_SYNTAXES)
         self._sessions: dict[Association, Session] = {}
         self._lock = threading.Lock()
+        self.commits = GroupCommit()
 
     @property
     def handlers(self) -> list[Any]:
@@ -354,16 +422,13 @@ class DicomGateway:
             )
             return status_dataset(OUT_OF_RESOURCES, reason)
         close_old_connections()
-        try:
-            with tenant_context(session.tenant):
-                item = store_received(
-                    session=session,
-                    sop_instance_uid=sop_instance_uid,
-                    received=received,
-                )
-        except Exception:
-            logger.exception("C-STORE of %s from %s failed", sop_instance_uid, session.peer)
+        pending = PendingStore(session, sop_instance_uid, received)
+        self.commits.store(pending)
+        item = pending.result
+        if item is None:
+            logger.error("C-STORE of %s from %s failed", sop_instance_uid, session.peer)
             return status_dataset(OUT_OF_RESOURCES, "The archive could not store the object.")
+        session.outcomes[item.outcome] = session.outcomes.get(item.outcome, 0) + 1
         status = store_status(outcome=item.outcome, reason_code=item.reason_code)
         if status != SUCCESS:
             logger.warning(

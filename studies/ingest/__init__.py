@@ -6,7 +6,7 @@ set-based SQL per batch, identity rules), `engine` (the batch, its retries and c
 `jobs` (submit, close, recover), and `outcomes` (the vocabulary every channel maps).
 """
 
-from studies.ingest.engine import ItemResult, ingest_items_process
+from studies.ingest.engine import ItemResult, ingest_items_process, ingest_staged_process
 from studies.ingest.jobs import (
     BATCH_SIZE,
     ingest_job_refresh,
@@ -45,4 +45,5 @@ __all__ = [
     "ingest_job_refresh",
     "ingest_job_submit",
     "ingest_jobs_recover",
+    "ingest_staged_process",
 ]

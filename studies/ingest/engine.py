@@ -30,7 +30,6 @@ from studies.storage import (
     fsync_directories,
     is_inside,
     resolve_inside,
-    tenant_root,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,6 +62,30 @@ def ingest_items_process(*, item_ids: list[int]) -> dict[int, ItemResult]:
             "pk", "outcome", "reason_code", "reason"
         ):
             results[pk] = ItemResult(outcome, code, reason)
+    return results
+
+
+def ingest_staged_process(*, items: list[IngestItem], source: str) -> dict[int, ItemResult]:
+    """Take items staged by `JobStaging(claimed=True)` into the archive: their first attempt
+    was committed with their rows, so there is no claim round trip (the gateway's path,
+    where each C-STORE waits for its answer)."""
+    candidates = [
+        Candidate(
+            item_id=item.pk,
+            job_id=item.job_id,
+            name=item.name,
+            staged=Path(item.staged_path),
+            size=item.size_bytes,
+            sha256=item.sha256,
+            source=source,
+        )
+        for item in items
+        if item.outcome == ItemOutcome.PENDING
+    ]
+    results = _process(candidates) if candidates else {}
+    for item in items:
+        if item.pk not in results:  # refused while staging
+            results[item.pk] = ItemResult(item.outcome, item.reason_code, item.reason)
     return results
 
 
@@ -99,8 +122,9 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
     from configuration.selectors import tenant_settings
 
     started = time.monotonic()
+    tenant = current_tenant()
     # Once per batch: every staged and quarantined file lies below it.
-    root = tenant_root().resolve()
+    root = Path(tenant.storage_root).resolve()
     for candidate in candidates:
         if candidate.refusal is None:
             candidate_parse(candidate, root=root)
@@ -108,7 +132,6 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
             candidate.staged_inside = candidate.staged.is_file() and is_inside(
                 root, candidate.staged, root_resolved=True
             )
-    tenant = current_tenant()
     policies = tenant_settings()
     parsed_state = [(c.refusal, c.sha256, c.size) for c in candidates]
     quarantine_dirs: set[Path] = set()
@@ -241,4 +264,10 @@ def pending_item_ids(job_id: int) -> list[int]:
     )
 
 
-__all__ = ["IngestRefused", "ItemResult", "ingest_items_process", "pending_item_ids"]
+__all__ = [
+    "IngestRefused",
+    "ItemResult",
+    "ingest_items_process",
+    "ingest_staged_process",
+    "pending_item_ids",
+]

@@ -8,8 +8,10 @@ UID, `FOR UPDATE`. With those rows held,
 each candidate is decided (identity rules, duplicates, quota, a medium), its file linked into
 place, and the rows written: patients, studies, series and instances by `INSERT ... ON
 CONFLICT`, counters once per study and series, media usage once per medium, item outcomes
-and job counters in one statement each. The directories the batch linked into are fsynced
-before the commit, so no committed row points at a file a crash could lose.
+and job counters in one statement each. The reads go to PostgreSQL as one message and the
+writes after the new studies and series as another (`Statements`). The directories the batch
+linked into are fsynced before the commit, so no committed row points at a file a crash
+could lose.
 
 A new row another batch committed first (`ON CONFLICT` skipped it) makes the batch run its
 transaction again, deciding against the row that won; its files are found in place.
@@ -105,6 +107,37 @@ def _execute(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return cursor.fetchall() if cursor.description else []
 
 
+class Statements:
+    """Statements sent to PostgreSQL in one round trip, their results read back in order.
+
+    Django's psycopg cursors bind parameters on the client, so one `execute` may carry
+    several statements. A batch's reads and its writes go as one message each: profiled on
+    single-instance batches (a modality sending one C-STORE at a time), the round trips of
+    a dozen separate statements cost more than the SQL itself."""
+
+    def __init__(self) -> None:
+        self._sql: list[str] = []
+        self._params: list[Any] = []
+
+    def add(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Queue a statement; returns the position of its result in `run()`'s list."""
+        self._sql.append(sql)
+        self._params.extend(params)
+        return len(self._sql) - 1
+
+    def run(self) -> list[list[tuple[Any, ...]]]:
+        if not self._sql:
+            return []
+        results: list[list[tuple[Any, ...]]] = []
+        with connection.cursor() as cursor:
+            cursor.execute(";\n".join(self._sql), self._params)
+            while True:
+                results.append(cursor.fetchall() if cursor.description else [])
+                if not cursor.nextset():
+                    break
+        return results
+
+
 def claim_pending(item_ids: list[int]) -> list[tuple[Any, ...]]:
     """Count an attempt on each pending item, committed before the work starts; returns
     (id, job_id, name, staged_path, size, sha256, attempts, job source) rows by id."""
@@ -121,37 +154,38 @@ def claim_pending(item_ids: list[int]) -> list[tuple[Any, ...]]:
 # -- reading what the batch touches, locked ----------------------------------------------------
 
 
-def _lock_pending(item_ids: list[int]) -> set[int]:
-    rows = _execute(
+def _lock_pending(reads: Statements, item_ids: list[int]) -> int:
+    return reads.add(
         f"SELECT id FROM {_table(IngestItem)} WHERE id = ANY(%s::bigint[]) AND outcome = %s "
         "ORDER BY id FOR UPDATE",
         [item_ids, ItemOutcome.PENDING],
     )
-    return {row[0] for row in rows}
 
 
 # Namespace of the per-SOP-Instance-UID advisory locks (any constant; one per purpose).
 PLACEMENT_LOCK_SPACE = 0x1C0E
 
 
-def _lock_placements(sop_uids: list[str]) -> None:
+def _lock_placements(reads: Statements, sop_uids: list[str]) -> int:
     """Hold a transaction lock per SOP Instance UID while files are placed: a file under a
     name no committed row points at is then an orphan, never another batch's fresh file."""
-    if sop_uids:
-        _execute(
-            "SELECT pg_advisory_xact_lock(%s, k) FROM "
-            "(SELECT DISTINCT hashtext(u) AS k FROM unnest(%s::text[]) AS u ORDER BY 1) AS keys",
-            [PLACEMENT_LOCK_SPACE, sop_uids],
-        )
+    return reads.add(
+        "SELECT pg_advisory_xact_lock(%s, k) FROM "
+        "(SELECT DISTINCT hashtext(u) AS k FROM unnest(%s::text[]) AS u ORDER BY 1) AS keys",
+        [PLACEMENT_LOCK_SPACE, sop_uids],
+    )
 
 
-def _lock_studies(uids: list[str]) -> dict[str, StudyState]:
-    rows = _execute(
+def _lock_studies(reads: Statements, uids: list[str]) -> int:
+    return reads.add(
         "SELECT id, study_instance_uid, patient_id, patient_id_issuer, patient_name, "
         f"patient_birth_date, modalities, attribute_conflict FROM {_table(Study)} "
-        "WHERE study_instance_uid = ANY(%s) ORDER BY study_instance_uid FOR UPDATE",
+        "WHERE study_instance_uid = ANY(%s::varchar[]) ORDER BY study_instance_uid FOR UPDATE",
         [uids],
     )
+
+
+def _studies(rows: list[tuple[Any, ...]]) -> dict[str, StudyState]:
     return {
         uid: StudyState(
             id=pk,
@@ -166,25 +200,32 @@ def _lock_studies(uids: list[str]) -> dict[str, StudyState]:
     }
 
 
-def _lock_series(uids: list[str]) -> dict[str, SeriesState]:
-    rows = _execute(
+def _lock_series(reads: Statements, uids: list[str]) -> int:
+    return reads.add(
         f"SELECT se.id, se.series_instance_uid, st.study_instance_uid FROM {_table(Series)} se "
-        f"JOIN {_table(Study)} st ON st.id = se.study_id WHERE se.series_instance_uid = ANY(%s) "
+        f"JOIN {_table(Study)} st ON st.id = se.study_id "
+        "WHERE se.series_instance_uid = ANY(%s::varchar[]) "
         "ORDER BY se.series_instance_uid FOR UPDATE OF se",
         [uids],
     )
+
+
+def _series(rows: list[tuple[Any, ...]]) -> dict[str, SeriesState]:
     return {uid: SeriesState(id=pk, study_uid=study) for pk, uid, study in rows}
 
 
-def _lock_instances(uids: list[str]) -> dict[str, InstanceState]:
-    rows = _execute(
+def _lock_instances(reads: Statements, uids: list[str]) -> int:
+    return reads.add(
         "SELECT i.id, i.sop_instance_uid, i.sha256, i.size_bytes, i.medium_id, i.relative_path, "
         f"se.series_instance_uid, st.study_instance_uid, se.id FROM {_table(Instance)} i "
         f"JOIN {_table(Series)} se ON se.id = i.series_id "
         f"JOIN {_table(Study)} st ON st.id = se.study_id "
-        "WHERE i.sop_instance_uid = ANY(%s) ORDER BY i.sop_instance_uid FOR UPDATE OF i",
+        "WHERE i.sop_instance_uid = ANY(%s::varchar[]) ORDER BY i.sop_instance_uid FOR UPDATE OF i",
         [uids],
     )
+
+
+def _instances(rows: list[tuple[Any, ...]]) -> dict[str, InstanceState]:
     return {
         sop: InstanceState(
             id=pk,
@@ -198,6 +239,18 @@ def _lock_instances(uids: list[str]) -> dict[str, InstanceState]:
         )
         for pk, sop, sha, size, medium, path, series, study, series_id in rows
     }
+
+
+_MEDIUM_FIELDS = [f.attname for f in StorageMedium._meta.concrete_fields]
+
+
+def _read_media(reads: Statements) -> int:
+    columns = ", ".join(connection.ops.quote_name(name) for name in _MEDIUM_FIELDS)
+    return reads.add(f"SELECT {columns} FROM {_table(StorageMedium)} ORDER BY id")
+
+
+def _media(rows: list[tuple[Any, ...]]) -> list[StorageMedium]:
+    return [StorageMedium.from_db(connection.alias, _MEDIUM_FIELDS, row) for row in rows]
 
 
 # -- deciding ------------------------------------------------------------------------------
@@ -362,16 +415,18 @@ def _insert_patients(studies: Iterable[StudyState]) -> dict[tuple[str, str, Any]
         )
     ]
     values, params = _values(rows, ("varchar", "varchar", "date", "varchar"))
-    _execute(
+    statements = Statements()
+    statements.add(
         f"INSERT INTO {_table(Patient)} (patient_id, name, birth_date, sex) VALUES {values} "
         "ON CONFLICT (patient_id, name, birth_date) DO NOTHING",
         params,
     )
-    found = _execute(
+    read = statements.add(
         f"SELECT id, patient_id, name, birth_date FROM {_table(Patient)} "
-        "WHERE patient_id = ANY(%s)",
+        "WHERE patient_id = ANY(%s::varchar[])",
         [sorted({key[0] for key in wanted})],
     )
+    found = statements.run()[read]
     return {(pid, name, birth): pk for pk, pid, name, birth in found}
 
 
@@ -533,23 +588,25 @@ def _instance_row(candidate: Candidate, series: dict[str, SeriesState]) -> tuple
 
 
 def _write_instances(
+    writes: Statements,
     stored: list[Candidate],
     replaced: list[Candidate],
     series: dict[str, SeriesState],
     now: datetime.datetime,
-) -> None:
+) -> int | None:
+    """Queue the instance rows; returns the position of the insert's result (one id per
+    row inserted: fewer means another batch won a SOP Instance UID)."""
     names = ", ".join(connection.ops.quote_name(name) for name, _cast in INSTANCE_COLUMNS)
     casts = [cast for _name, cast in INSTANCE_COLUMNS]
+    inserted = None
     if stored:
         rows = [(*_instance_row(c, series), now) for c in stored]
         values, params = _values(rows, [*casts, "timestamptz"])
-        inserted = _execute(
+        inserted = writes.add(
             f"INSERT INTO {_table(Instance)} ({names}, received_at) VALUES {values} "
             "ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
             params,
         )
-        if len(inserted) != len(rows):
-            raise IndexRaced("instance")
     if replaced:
         rows = [(c.replaced["id"], *_instance_row(c, series)) for c in replaced]
         values, params = _values(rows, ["bigint", *casts])
@@ -557,15 +614,19 @@ def _write_instances(
             f"{connection.ops.quote_name(name)} = v.{connection.ops.quote_name(name)}"
             for name, _cast in INSTANCE_COLUMNS[1:]
         )
-        _execute(
+        writes.add(
             f"UPDATE {_table(Instance)} i SET {assignments} FROM (VALUES {values}) "
             f"AS v(id, {names}) WHERE i.id = v.id",
             params,
         )
+    return inserted
 
 
 def _update_counters(
-    studies: dict[str, StudyState], series: dict[str, SeriesState], now: datetime.datetime
+    writes: Statements,
+    studies: dict[str, StudyState],
+    series: dict[str, SeriesState],
+    now: datetime.datetime,
 ) -> None:
     series_rows = [
         (s.id, s.instances, s.size)
@@ -574,7 +635,7 @@ def _update_counters(
     ]
     if series_rows:
         values, params = _values(series_rows, ("bigint", "integer", "bigint"))
-        _execute(
+        writes.add(
             f"UPDATE {_table(Series)} se SET num_instances = se.num_instances + v.n, "
             f"size_bytes = se.size_bytes + v.b FROM (VALUES {values}) AS v(id, n, b) "
             "WHERE se.id = v.id",
@@ -590,7 +651,7 @@ def _update_counters(
             study_rows,
             ("bigint", "integer", "integer", "bigint", "varchar[]", "varchar", "timestamptz"),
         )
-        _execute(
+        writes.add(
             f"UPDATE {_table(Study)} st SET num_series = st.num_series + v.ns, "
             "num_instances = st.num_instances + v.n, size_bytes = st.size_bytes + v.b, "
             "modalities = v.m, attribute_conflict = v.c, updated_at = v.t "
@@ -607,7 +668,9 @@ _COUNTER: dict[str, int] = {
 }
 
 
-def _record_outcomes(candidates: list[Candidate], now: datetime.datetime) -> None:
+def _record_outcomes(
+    writes: Statements, candidates: list[Candidate], now: datetime.datetime
+) -> None:
     rows = []
     counts: dict[int, list[int]] = {}
     for c in candidates:
@@ -643,7 +706,7 @@ def _record_outcomes(candidates: list[Candidate], now: datetime.datetime) -> Non
             "timestamptz",
         ),
     )
-    _execute(
+    writes.add(
         f"UPDATE {_table(IngestItem)} it SET outcome = v.o, reason_code = v.rc, reason = v.r, "
         "sop_instance_uid = v.sop, study_instance_uid = v.study, quarantine_path = v.q, "
         "sha256 = v.sha, size_bytes = v.size, processed_at = v.t "
@@ -653,17 +716,17 @@ def _record_outcomes(candidates: list[Candidate], now: datetime.datetime) -> Non
     )
     for job_id in sorted(counts):
         stored, duplicates, rejected = counts[job_id]
-        _execute(
+        writes.add(
             f"UPDATE {_table(IngestJob)} SET stored = stored + %s, duplicates = duplicates + %s, "
             "rejected = rejected + %s, progressed_at = %s WHERE id = %s",
             [stored, duplicates, rejected, now, job_id],
         )
 
 
-def _update_media(room: Room) -> None:
+def _update_media(writes: Statements, room: Room) -> None:
     for medium_id in sorted(room.growth):
         if room.growth[medium_id]:
-            _execute(
+            writes.add(
                 f"UPDATE {_table(StorageMedium)} SET used_bytes = used_bytes + %s WHERE id = %s",
                 [room.growth[medium_id], medium_id],
             )
@@ -686,16 +749,23 @@ def index_batch(
     what the commit needs to know. `quarantine(candidate)` links a refused file into the
     tenant's quarantine before the commit."""
     now = timezone.now()
-    pending = _lock_pending([c.item_id for c in candidates])
+    parsed_all = [c for c in candidates if c.refusal is None and c.parsed is not None]
+    reads = Statements()
+    pending_at = _lock_pending(reads, [c.item_id for c in candidates])
+    media_at = _read_media(reads)
+    _lock_placements(reads, sorted({c.instance.sop_instance_uid for c in parsed_all}))
+    studies_at = _lock_studies(reads, sorted({c.instance.study_instance_uid for c in parsed_all}))
+    series_at = _lock_series(reads, sorted({c.instance.series_instance_uid for c in parsed_all}))
+    instances_at = _lock_instances(reads, sorted({c.instance.sop_instance_uid for c in parsed_all}))
+    read = reads.run()
+    pending = {row[0] for row in read[pending_at]}
     mine = [c for c in candidates if c.item_id in pending]
-    media = list(StorageMedium.objects.all())
+    media = _media(read[media_at])
+    studies, series = _studies(read[studies_at]), _series(read[series_at])
+    instances = _instances(read[instances_at])
     result = BatchIndex(media={m.pk: m for m in media})
     room = Room(media=media, quota_bytes=quota_bytes)
-    parsed = [c for c in mine if c.refusal is None and c.parsed is not None]
-    _lock_placements(sorted({c.instance.sop_instance_uid for c in parsed}))
-    studies = _lock_studies(sorted({c.instance.study_instance_uid for c in parsed}))
-    series = _lock_series(sorted({c.instance.series_instance_uid for c in parsed}))
-    instances = _lock_instances(sorted({c.instance.sop_instance_uid for c in parsed}))
+    parsed = [c for c in parsed_all if c.item_id in pending]
     for candidate in parsed:
         try:
             _decide(
@@ -720,15 +790,17 @@ def index_batch(
     new_series = {uid: s for uid, s in series.items() if s.id is None}
     if new_series:
         result.new_series_ids = _insert_series(new_series, studies, now)
-    _write_instances(
-        [c for c in mine if c.outcome == ItemOutcome.STORED],
-        [c for c in mine if c.outcome == ItemOutcome.REPLACED],
-        series,
-        now,
+    writes = Statements()
+    stored = [c for c in mine if c.outcome == ItemOutcome.STORED]
+    inserted_at = _write_instances(
+        writes, stored, [c for c in mine if c.outcome == ItemOutcome.REPLACED], series, now
     )
-    _update_counters(studies, series, now)
-    _update_media(room)
+    _update_counters(writes, studies, series, now)
+    _update_media(writes, room)
     if mine:
-        _record_outcomes(mine, now)
+        _record_outcomes(writes, mine, now)
+    written = writes.run()
+    if inserted_at is not None and len(written[inserted_at]) != len(stored):
+        raise IndexRaced("instance")
     fsync_directories(room.directories)
     return mine, result

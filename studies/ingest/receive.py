@@ -50,9 +50,12 @@ class JobStaging:
     closes. Profiled on CT files, the row and counter round trips of one file at a time
     cost more than its write and fsync."""
 
-    def __init__(self, job: IngestJob) -> None:
+    def __init__(self, job: IngestJob, *, claimed: bool = False) -> None:
+        """`claimed`: the rows carry their first processing attempt, for a caller that
+        processes them right after the flush (`ingest_staged_process`)."""
         self.job = job
         self.folder = staging_dir(job.pk)
+        self._attempts = 1 if claimed else 0
         self._rows: list[IngestItem] = []
 
     def __enter__(self) -> "JobStaging":
@@ -121,6 +124,8 @@ class JobStaging:
         )
 
     def _add(self, item: IngestItem) -> IngestItem:
+        if item.outcome == ItemOutcome.PENDING:
+            item.attempts = self._attempts
         self._rows.append(item)
         if len(self._rows) >= FLUSH_EVERY:
             self.flush()

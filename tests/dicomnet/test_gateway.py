@@ -8,6 +8,7 @@ tenants are made for this module and purged after it.
 import hashlib
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from configuration.models import SINGLETON_ID, RemoteNode, TenantSettings
+from dicomnet import gateway as gateway_module
 from dicomnet.gateway import (
     CANNOT_UNDERSTAND,
     OUT_OF_RESOURCES,
@@ -391,6 +393,62 @@ def test_unusable_dataset_fails_with_its_reason(sites, gateway_port) -> None:
     with schema_context(a.tenant.schema_name):
         item = IngestItem.objects.get(job=job)
     assert (item.outcome, item.reason_code) == (ItemOutcome.REJECTED, "missing-uid")
+
+
+def test_concurrent_associations_share_a_commit_and_get_their_own_answers(
+    sites, gateway_port, monkeypatch
+) -> None:
+    """While one C-STORE is being indexed, three more arrive on three associations: they go
+    into the next batch together, and each sender hears its own instance's outcome."""
+    a, _ = sites
+    staging = Path(a.tenant.storage_root) / ".staging"
+    batches: list[int] = []
+    real = gateway_module.store_batch
+
+    def first_waits_for_the_others(batch):  # type: ignore[no-untyped-def]
+        batches.append(len(batch))
+        deadline = time.monotonic() + 20
+        # Received files wait in the staging folder's top level until a batch adopts them.
+        while len(batches) == 1 and time.monotonic() < deadline:
+            if sum(1 for entry in staging.iterdir() if entry.is_file()) >= 4:
+                break
+            time.sleep(0.02)
+        real(batch)
+
+    monkeypatch.setattr(gateway_module, "store_batch", first_waits_for_the_others)
+
+    def dataset(*, broken: bool = False) -> pydicom.Dataset:
+        ds = pydicom.dcmread(bundled("CT_small.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SOPInstanceUID = generate_uid()
+        if broken:
+            del ds.StudyInstanceUID
+        return ds
+
+    sent = [dataset(), dataset(), dataset(broken=True), dataset()]
+    answers: dict[int, tuple[int, str]] = {}
+
+    def sender(index: int) -> None:
+        answers[index] = send(gateway_port, a.ae, sent[index])
+
+    first = threading.Thread(target=sender, args=(0,))
+    first.start()
+    deadline = time.monotonic() + 20
+    while not batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    others = [threading.Thread(target=sender, args=(i,)) for i in (1, 2, 3)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join(60)
+
+    assert batches == [1, 3]
+    assert answers[0] == answers[1] == answers[3] == (SUCCESS, "")
+    status, comment = answers[2]
+    assert status == StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS and "StudyInstanceUID" in comment
+    for ds in (sent[0], sent[1], sent[3]):
+        assert len(a.instances(str(ds.SOPInstanceUID))) == 1
+    assert a.instances(str(sent[2].SOPInstanceUID)) == []
 
 
 def test_command_is_installed_and_documents_its_options() -> None:
