@@ -83,8 +83,8 @@ other for each channel, on the same files with the same clients:
 
 The portal runs as deployed, once per run: gunicorn with deploy/gunicorn.conf.py (gthread,
 --web-workers x --web-threads), a Celery worker (-Q default -c --celery-concurrency) and the
-DICOM gateway, DEBUG off, on free loopback ports; each channel and set gets a fresh bench
-tenant, purged right after its measurement (unless --keep). Orthanc (/usr/sbin/Orthanc) gets a
+DICOM gateway, DEBUG off, CONN_MAX_AGE=60 (deploy/.env.example), on free loopback ports;
+each channel and set gets a fresh bench tenant, purged right after its measurement (unless --keep). Orthanc (/usr/sbin/Orthanc) gets a
 fresh home per set and channel below the work directory (same disk as the portal's storage):
 SQLite index, StorageCompression false, OverwriteInstances false, SyncStorageArea true (the
 portal fsyncs too), ConcurrentJobs/HttpThreadsCount/DicomThreadsCount at least --clients,
@@ -338,6 +338,8 @@ def setup_django(storage_root: Path) -> None:
     os.environ["ALLOWED_HOSTS"] = "localhost,.localhost,127.0.0.1"
     os.environ["SECURE_SSL_REDIRECT"] = "false"  # plain HTTP on loopback, no TLS proxy
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # As deploy/.env.example runs it: connections kept between requests and tasks.
+    os.environ.setdefault("CONN_MAX_AGE", "60")
     os.environ["PORTAL_BASE_DOMAIN"] = "localhost"
     os.environ["PORTAL_TENANT_ROUTING"] = "subdomain"
     os.environ["PORTAL_STORAGE_ROOT"] = str(storage_root)
@@ -1121,7 +1123,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"Portal: gunicorn deploy/gunicorn.conf.py {a['web_workers']} workers x "
         f"{a['web_threads']} threads, Celery worker -c {a['celery_concurrency']}, "
-        "dicom_gateway, DEBUG off. Orthanc: fresh SQLite index and storage per row, "
+        "dicom_gateway, DEBUG off, CONN_MAX_AGE=60. Orthanc: fresh SQLite index and storage per row, "
         "StorageCompression off, SyncStorageArea on, DICOMweb plugin, TCP_NODELAY.",
         "",
         "End to end, from the first byte sent until every instance is indexed and stored. "

@@ -9,14 +9,14 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import connections, transaction
 from django_tenants.utils import tenant_context
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -121,6 +121,19 @@ def association_check(
     return tenant, None
 
 
+def connection_keep() -> None:
+    """Keep the association thread's database connection for the association's life: a
+    modality sends a C-STORE every few milliseconds, and Django's per-request
+    `close_old_connections` (with `CONN_MAX_AGE=0`) would start a PostgreSQL backend for
+    each one (profiled: more server CPU than the whole ingest). Only a connection that
+    failed is checked, and replaced if it is unusable."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred:
+            if not conn.is_usable():
+                conn.close()
+            conn.errors_occurred = False
+
+
 def status_dataset(status: int, comment: str = "") -> Dataset | int:
     """A status, with the reason as ErrorComment when there is one."""
     if not comment:
@@ -192,33 +205,56 @@ class GroupCommit:
 
 
 def store_batch(batch: list[PendingStore]) -> None:
-    """Adopt each received Part 10 file into its association's job (renamed, never copied;
-    each row committed with its first attempt), then take them all into the archive as one
-    batch, so every C-STORE response tells its sender the real outcome after the file is
-    durable and indexed. All of one tenant."""
+    """Adopt each received Part 10 file into its association's job (renamed, never copied),
+    then take them all into the archive as one batch, so every C-STORE response tells its
+    sender the real outcome after the file is durable and indexed. All of one tenant."""
     staged: list[tuple[IngestItem, PendingStore]] = []
+    sessions = {id(p.session): p.session for p in batch}.values()
     with tenant_context(batch[0].session.tenant):
-        for session in {id(p.session): p.session for p in batch}.values():
+        for session in sessions:
             if session.job is None:
                 session.job = ingest_job_create(
                     source=IngestSource.DIMSE, description=f"from {session.peer}"
                 )
-            with JobStaging(session.job, claimed=True) as staging:
-                for pending in (p for p in batch if p.session is session):
-                    uid = _UNSAFE_NAME.sub("_", pending.sop_instance_uid)[:64] or "instance"
-                    item = staging.adopt(
-                        name=f"{uid}.dcm",
-                        path=pending.received.path,
-                        size=pending.received.size,
-                        sha256=pending.received.sha256,
-                    )
-                    staged.append((item, pending))
-        results = ingest_staged_process(
-            items=[item for item, _pending in staged], source=IngestSource.DIMSE
-        )
+        # One transaction for the rows and the index: nothing is acknowledged before it
+        # commits, so a gateway that dies in it loses nothing a sender was told was stored
+        # (the sender sends again), and each C-STORE waits for one commit, not two.
+        try:
+            with transaction.atomic():
+                results = _stage_and_index(batch, sessions, staged)
+        except BaseException:
+            for item, _pending in staged:  # rolled back: no row points at them
+                Path(item.staged_path).unlink(missing_ok=True)
+            raise
     for item, pending in staged:
         pending.result = results.get(item.pk)
         pending.failed = pending.result is None
+
+
+def _stage_and_index(
+    batch: list[PendingStore],
+    sessions: Iterable[Session],
+    staged: list[tuple[IngestItem, PendingStore]],
+) -> dict[int, ItemResult]:
+    """The batch's transaction: each file adopted into its association's job (appended to
+    `staged` as it is), then the batch indexed."""
+    for session in sessions:
+        if session.job is None:  # created by store_batch, outside the transaction
+            raise RuntimeError(f"association {session.peer} has no ingest job")
+        staging = JobStaging(session.job, claimed=True)
+        for pending in (p for p in batch if p.session is session):
+            uid = _UNSAFE_NAME.sub("_", pending.sop_instance_uid)[:64] or "instance"
+            item = staging.adopt(
+                name=f"{uid}.dcm",
+                path=pending.received.path,
+                size=pending.received.size,
+                sha256=pending.received.sha256,
+            )
+            staged.append((item, pending))
+        staging.flush()
+    return ingest_staged_process(
+        items=[item for item, _pending in staged], source=IngestSource.DIMSE
+    )
 
 
 class GatewayAE(AE):
@@ -334,8 +370,8 @@ class DicomGateway:
     # -- the association's thread --------------------------------------------------------
 
     def run_association(self, assoc: Association, reactor: Any) -> None:
-        """The association thread's body: fresh connection, the reactor, then close the job."""
-        close_old_connections()
+        """The association thread's body: the reactor, then close the job and the connection."""
+        connections.close_all()  # whatever this thread inherited; a new one opens on use
         try:
             reactor()
         finally:
@@ -421,7 +457,7 @@ class DicomGateway:
                 reason,
             )
             return status_dataset(OUT_OF_RESOURCES, reason)
-        close_old_connections()
+        connection_keep()
         pending = PendingStore(session, sop_instance_uid, received)
         self.commits.store(pending)
         item = pending.result
@@ -478,11 +514,11 @@ class DicomGateway:
         )
 
     def _session(self, event: Event) -> Session:
-        """The association's session; a fresh connection if the last one went stale."""
+        """The association's session, its connection checked if it failed before."""
         session = self._sessions.get(event.assoc)
         if session is None:  # cannot happen: unaccepted associations get no requests
             raise RuntimeError("request on an association without a session")
-        close_old_connections()
+        connection_keep()
         return session
 
 

@@ -67,8 +67,8 @@ def ingest_items_process(*, item_ids: list[int]) -> dict[int, ItemResult]:
 
 def ingest_staged_process(*, items: list[IngestItem], source: str) -> dict[int, ItemResult]:
     """Take items staged by `JobStaging(claimed=True)` into the archive: their first attempt
-    was committed with their rows, so there is no claim round trip (the gateway's path,
-    where each C-STORE waits for its answer)."""
+    is counted in their rows, so there is no claim round trip (the gateway's path, where
+    each C-STORE waits for its answer and stages and indexes in one transaction)."""
     candidates = [
         Candidate(
             item_id=item.pk,
@@ -119,8 +119,6 @@ def _claim(item_ids: list[int]) -> tuple[list[Candidate], dict[int, int]]:
 
 
 def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
-    from configuration.selectors import tenant_settings
-
     started = time.monotonic()
     tenant = current_tenant()
     # Once per batch: every staged and quarantined file lies below it.
@@ -132,7 +130,6 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
             candidate.staged_inside = candidate.staged.is_file() and is_inside(
                 root, candidate.staged, root_resolved=True
             )
-    policies = tenant_settings()
     parsed_state = [(c.refusal, c.sha256, c.size) for c in candidates]
     quarantine_dirs: set[Path] = set()
 
@@ -157,8 +154,6 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
                 mine, index = index_batch(
                     candidates,
                     quota_bytes=tenant.quota_bytes,
-                    duplicate_policy=policies.duplicate_policy,
-                    mismatch_policy=policies.patient_mismatch_policy,
                     quarantine=quarantine,
                 )
                 fsync_directories(quarantine_dirs)

@@ -8,8 +8,9 @@ UID, `FOR UPDATE`. With those rows held,
 each candidate is decided (identity rules, duplicates, quota, a medium), its file linked into
 place, and the rows written: patients, studies, series and instances by `INSERT ... ON
 CONFLICT`, counters once per study and series, media usage once per medium, item outcomes
-and job counters in one statement each. The reads go to PostgreSQL as one message and the
-writes after the new studies and series as another (`Statements`). The directories the batch
+and job counters in one statement each. The reads (the tenant's policies and media included,
+so the whole batch decides on one snapshot) go to PostgreSQL as one message and the writes
+after the new studies and series as another (`Statements`). The directories the batch
 linked into are fsynced before the commit, so no committed row points at a file a crash
 could lose.
 
@@ -18,17 +19,23 @@ transaction again, deciding against the row that won; its files are found in pla
 """
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
-from configuration.models import DuplicatePolicy, PatientMismatchPolicy
+from configuration.models import (
+    SINGLETON_ID,
+    DuplicatePolicy,
+    PatientMismatchPolicy,
+    TenantSettings,
+)
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.parse import Candidate
 from studies.ingest.place import Room
+from studies.ingest.sql import Statements, execute, table, values_sql
 from studies.models import (
     IngestItem,
     IngestJob,
@@ -91,59 +98,12 @@ class BatchIndex:
     media: dict[int, StorageMedium] = field(default_factory=dict)
 
 
-def _table(model: Any) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _values(rows: Sequence[Sequence[Any]], casts: Sequence[str]) -> tuple[str, list[Any]]:
-    """`VALUES`-list SQL for `rows`, every column cast (so NULLs and arrays keep their type)."""
-    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-    return ", ".join([row] * len(rows)), [value for values in rows for value in values]
-
-
-def _execute(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
-class Statements:
-    """Statements sent to PostgreSQL in one round trip, their results read back in order.
-
-    Django's psycopg cursors bind parameters on the client, so one `execute` may carry
-    several statements. A batch's reads and its writes go as one message each: profiled on
-    single-instance batches (a modality sending one C-STORE at a time), the round trips of
-    a dozen separate statements cost more than the SQL itself."""
-
-    def __init__(self) -> None:
-        self._sql: list[str] = []
-        self._params: list[Any] = []
-
-    def add(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Queue a statement; returns the position of its result in `run()`'s list."""
-        self._sql.append(sql)
-        self._params.extend(params)
-        return len(self._sql) - 1
-
-    def run(self) -> list[list[tuple[Any, ...]]]:
-        if not self._sql:
-            return []
-        results: list[list[tuple[Any, ...]]] = []
-        with connection.cursor() as cursor:
-            cursor.execute(";\n".join(self._sql), self._params)
-            while True:
-                results.append(cursor.fetchall() if cursor.description else [])
-                if not cursor.nextset():
-                    break
-        return results
-
-
 def claim_pending(item_ids: list[int]) -> list[tuple[Any, ...]]:
     """Count an attempt on each pending item, committed before the work starts; returns
     (id, job_id, name, staged_path, size, sha256, attempts, job source) rows by id."""
-    rows = _execute(
-        f"UPDATE {_table(IngestItem)} it SET attempts = it.attempts + 1 "
-        f"FROM {_table(IngestJob)} j WHERE j.id = it.job_id "
+    rows = execute(
+        f"UPDATE {table(IngestItem)} it SET attempts = it.attempts + 1 "
+        f"FROM {table(IngestJob)} j WHERE j.id = it.job_id "
         "AND it.id = ANY(%s::bigint[]) AND it.outcome = %s RETURNING it.id, it.job_id, "
         "it.name, it.staged_path, it.size_bytes, it.sha256, it.attempts, j.source",
         [list(item_ids), ItemOutcome.PENDING],
@@ -156,7 +116,7 @@ def claim_pending(item_ids: list[int]) -> list[tuple[Any, ...]]:
 
 def _lock_pending(reads: Statements, item_ids: list[int]) -> int:
     return reads.add(
-        f"SELECT id FROM {_table(IngestItem)} WHERE id = ANY(%s::bigint[]) AND outcome = %s "
+        f"SELECT id FROM {table(IngestItem)} WHERE id = ANY(%s::bigint[]) AND outcome = %s "
         "ORDER BY id FOR UPDATE",
         [item_ids, ItemOutcome.PENDING],
     )
@@ -179,7 +139,7 @@ def _lock_placements(reads: Statements, sop_uids: list[str]) -> int:
 def _lock_studies(reads: Statements, uids: list[str]) -> int:
     return reads.add(
         "SELECT id, study_instance_uid, patient_id, patient_id_issuer, patient_name, "
-        f"patient_birth_date, modalities, attribute_conflict FROM {_table(Study)} "
+        f"patient_birth_date, modalities, attribute_conflict FROM {table(Study)} "
         "WHERE study_instance_uid = ANY(%s::varchar[]) ORDER BY study_instance_uid FOR UPDATE",
         [uids],
     )
@@ -202,8 +162,8 @@ def _studies(rows: list[tuple[Any, ...]]) -> dict[str, StudyState]:
 
 def _lock_series(reads: Statements, uids: list[str]) -> int:
     return reads.add(
-        f"SELECT se.id, se.series_instance_uid, st.study_instance_uid FROM {_table(Series)} se "
-        f"JOIN {_table(Study)} st ON st.id = se.study_id "
+        f"SELECT se.id, se.series_instance_uid, st.study_instance_uid FROM {table(Series)} se "
+        f"JOIN {table(Study)} st ON st.id = se.study_id "
         "WHERE se.series_instance_uid = ANY(%s::varchar[]) "
         "ORDER BY se.series_instance_uid FOR UPDATE OF se",
         [uids],
@@ -217,9 +177,9 @@ def _series(rows: list[tuple[Any, ...]]) -> dict[str, SeriesState]:
 def _lock_instances(reads: Statements, uids: list[str]) -> int:
     return reads.add(
         "SELECT i.id, i.sop_instance_uid, i.sha256, i.size_bytes, i.medium_id, i.relative_path, "
-        f"se.series_instance_uid, st.study_instance_uid, se.id FROM {_table(Instance)} i "
-        f"JOIN {_table(Series)} se ON se.id = i.series_id "
-        f"JOIN {_table(Study)} st ON st.id = se.study_id "
+        f"se.series_instance_uid, st.study_instance_uid, se.id FROM {table(Instance)} i "
+        f"JOIN {table(Series)} se ON se.id = i.series_id "
+        f"JOIN {table(Study)} st ON st.id = se.study_id "
         "WHERE i.sop_instance_uid = ANY(%s::varchar[]) ORDER BY i.sop_instance_uid FOR UPDATE OF i",
         [uids],
     )
@@ -241,12 +201,31 @@ def _instances(rows: list[tuple[Any, ...]]) -> dict[str, InstanceState]:
     }
 
 
+def _read_policies(reads: Statements) -> int:
+    return reads.add(
+        f"SELECT duplicate_policy, patient_mismatch_policy FROM {table(TenantSettings)} "
+        "WHERE id = %s",
+        [SINGLETON_ID],
+    )
+
+
+def _policies(rows: list[tuple[Any, ...]]) -> tuple[str, str]:
+    """The tenant's duplicate and patient-mismatch policies (the defaults without a row)."""
+    if rows:
+        return str(rows[0][0]), str(rows[0][1])
+    fields = TenantSettings._meta
+    return (
+        str(fields.get_field("duplicate_policy").default),
+        str(fields.get_field("patient_mismatch_policy").default),
+    )
+
+
 _MEDIUM_FIELDS = [f.attname for f in StorageMedium._meta.concrete_fields]
 
 
 def _read_media(reads: Statements) -> int:
     columns = ", ".join(connection.ops.quote_name(name) for name in _MEDIUM_FIELDS)
-    return reads.add(f"SELECT {columns} FROM {_table(StorageMedium)} ORDER BY id")
+    return reads.add(f"SELECT {columns} FROM {table(StorageMedium)} ORDER BY id")
 
 
 def _media(rows: list[tuple[Any, ...]]) -> list[StorageMedium]:
@@ -414,15 +393,15 @@ def _insert_patients(studies: Iterable[StudyState]) -> dict[tuple[str, str, Any]
             wanted.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]))
         )
     ]
-    values, params = _values(rows, ("varchar", "varchar", "date", "varchar"))
+    values, params = values_sql(rows, ("varchar", "varchar", "date", "varchar"))
     statements = Statements()
     statements.add(
-        f"INSERT INTO {_table(Patient)} (patient_id, name, birth_date, sex) VALUES {values} "
+        f"INSERT INTO {table(Patient)} (patient_id, name, birth_date, sex) VALUES {values} "
         "ON CONFLICT (patient_id, name, birth_date) DO NOTHING",
         params,
     )
     read = statements.add(
-        f"SELECT id, patient_id, name, birth_date FROM {_table(Patient)} "
+        f"SELECT id, patient_id, name, birth_date FROM {table(Patient)} "
         "WHERE patient_id = ANY(%s::varchar[])",
         [sorted({key[0] for key in wanted})],
     )
@@ -460,7 +439,7 @@ def _insert_studies(new: dict[str, StudyState], now: datetime.datetime) -> None:
                 now,
             )
         )
-    values, params = _values(
+    values, params = values_sql(
         rows,
         (
             "varchar",
@@ -485,8 +464,8 @@ def _insert_studies(new: dict[str, StudyState], now: datetime.datetime) -> None:
             "timestamptz",
         ),
     )
-    inserted = _execute(
-        f"INSERT INTO {_table(Study)} (study_instance_uid, patient_record_id, patient_name, "
+    inserted = execute(
+        f"INSERT INTO {table(Study)} (study_instance_uid, patient_record_id, patient_name, "
         "patient_id, patient_id_issuer, patient_sex, patient_birth_date, study_date, study_time, "
         "accession_number, study_id, description, referring_physician_name, modalities, "
         "num_series, num_instances, size_bytes, attribute_conflict, received_at, updated_at) "
@@ -521,7 +500,7 @@ def _insert_series(
                 now,
             )
         )
-    values, params = _values(
+    values, params = values_sql(
         rows,
         (
             "varchar",
@@ -537,8 +516,8 @@ def _insert_series(
             "timestamptz",
         ),
     )
-    inserted = _execute(
-        f"INSERT INTO {_table(Series)} (series_instance_uid, study_id, modality, series_number, "
+    inserted = execute(
+        f"INSERT INTO {table(Series)} (series_instance_uid, study_id, modality, series_number, "
         "description, body_part_examined, num_instances, size_bytes, thumbnail, thumbnail_error, "
         f"received_at) VALUES {values} ON CONFLICT (series_instance_uid) DO NOTHING "
         "RETURNING series_instance_uid, id",
@@ -601,21 +580,21 @@ def _write_instances(
     inserted = None
     if stored:
         rows = [(*_instance_row(c, series), now) for c in stored]
-        values, params = _values(rows, [*casts, "timestamptz"])
+        values, params = values_sql(rows, [*casts, "timestamptz"])
         inserted = writes.add(
-            f"INSERT INTO {_table(Instance)} ({names}, received_at) VALUES {values} "
+            f"INSERT INTO {table(Instance)} ({names}, received_at) VALUES {values} "
             "ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
             params,
         )
     if replaced:
         rows = [(c.replaced["id"], *_instance_row(c, series)) for c in replaced]
-        values, params = _values(rows, ["bigint", *casts])
+        values, params = values_sql(rows, ["bigint", *casts])
         assignments = ", ".join(
             f"{connection.ops.quote_name(name)} = v.{connection.ops.quote_name(name)}"
             for name, _cast in INSTANCE_COLUMNS[1:]
         )
         writes.add(
-            f"UPDATE {_table(Instance)} i SET {assignments} FROM (VALUES {values}) "
+            f"UPDATE {table(Instance)} i SET {assignments} FROM (VALUES {values}) "
             f"AS v(id, {names}) WHERE i.id = v.id",
             params,
         )
@@ -634,9 +613,9 @@ def _update_counters(
         if s.parsed is None and (s.instances or s.size)
     ]
     if series_rows:
-        values, params = _values(series_rows, ("bigint", "integer", "bigint"))
+        values, params = values_sql(series_rows, ("bigint", "integer", "bigint"))
         writes.add(
-            f"UPDATE {_table(Series)} se SET num_instances = se.num_instances + v.n, "
+            f"UPDATE {table(Series)} se SET num_instances = se.num_instances + v.n, "
             f"size_bytes = se.size_bytes + v.b FROM (VALUES {values}) AS v(id, n, b) "
             "WHERE se.id = v.id",
             params,
@@ -647,12 +626,12 @@ def _update_counters(
         if s.parsed is None and s.touched
     ]
     if study_rows:
-        values, params = _values(
+        values, params = values_sql(
             study_rows,
             ("bigint", "integer", "integer", "bigint", "varchar[]", "varchar", "timestamptz"),
         )
         writes.add(
-            f"UPDATE {_table(Study)} st SET num_series = st.num_series + v.ns, "
+            f"UPDATE {table(Study)} st SET num_series = st.num_series + v.ns, "
             "num_instances = st.num_instances + v.n, size_bytes = st.size_bytes + v.b, "
             "modalities = v.m, attribute_conflict = v.c, updated_at = v.t "
             f"FROM (VALUES {values}) AS v(id, ns, n, b, m, c, t) WHERE st.id = v.id",
@@ -691,7 +670,7 @@ def _record_outcomes(
         )
         job = counts.setdefault(c.job_id, [0, 0, 0])
         job[_COUNTER.get(c.outcome, 2)] += 1
-    values, params = _values(
+    values, params = values_sql(
         rows,
         (
             "bigint",
@@ -707,7 +686,7 @@ def _record_outcomes(
         ),
     )
     writes.add(
-        f"UPDATE {_table(IngestItem)} it SET outcome = v.o, reason_code = v.rc, reason = v.r, "
+        f"UPDATE {table(IngestItem)} it SET outcome = v.o, reason_code = v.rc, reason = v.r, "
         "sop_instance_uid = v.sop, study_instance_uid = v.study, quarantine_path = v.q, "
         "sha256 = v.sha, size_bytes = v.size, processed_at = v.t "
         f"FROM (VALUES {values}) AS v(id, o, rc, r, sop, study, q, sha, size, t) "
@@ -717,7 +696,7 @@ def _record_outcomes(
     for job_id in sorted(counts):
         stored, duplicates, rejected = counts[job_id]
         writes.add(
-            f"UPDATE {_table(IngestJob)} SET stored = stored + %s, duplicates = duplicates + %s, "
+            f"UPDATE {table(IngestJob)} SET stored = stored + %s, duplicates = duplicates + %s, "
             "rejected = rejected + %s, progressed_at = %s WHERE id = %s",
             [stored, duplicates, rejected, now, job_id],
         )
@@ -727,7 +706,7 @@ def _update_media(writes: Statements, room: Room) -> None:
     for medium_id in sorted(room.growth):
         if room.growth[medium_id]:
             writes.add(
-                f"UPDATE {_table(StorageMedium)} SET used_bytes = used_bytes + %s WHERE id = %s",
+                f"UPDATE {table(StorageMedium)} SET used_bytes = used_bytes + %s WHERE id = %s",
                 [room.growth[medium_id], medium_id],
             )
 
@@ -739,8 +718,6 @@ def index_batch(
     candidates: list[Candidate],
     *,
     quota_bytes: int,
-    duplicate_policy: str,
-    mismatch_policy: str,
     quarantine: Any,
 ) -> tuple[list[Candidate], BatchIndex]:
     """Decide, place and index `candidates`; call inside `transaction.atomic()`.
@@ -752,6 +729,7 @@ def index_batch(
     parsed_all = [c for c in candidates if c.refusal is None and c.parsed is not None]
     reads = Statements()
     pending_at = _lock_pending(reads, [c.item_id for c in candidates])
+    policies_at = _read_policies(reads)
     media_at = _read_media(reads)
     _lock_placements(reads, sorted({c.instance.sop_instance_uid for c in parsed_all}))
     studies_at = _lock_studies(reads, sorted({c.instance.study_instance_uid for c in parsed_all}))
@@ -760,6 +738,7 @@ def index_batch(
     read = reads.run()
     pending = {row[0] for row in read[pending_at]}
     mine = [c for c in candidates if c.item_id in pending]
+    duplicate_policy, mismatch_policy = _policies(read[policies_at])
     media = _media(read[media_at])
     studies, series = _studies(read[studies_at]), _series(read[series_at])
     instances = _instances(read[instances_at])

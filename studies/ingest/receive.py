@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from studies.ingest.outcomes import IngestRefused, Refusal
+from studies.ingest.sql import Statements, table, values_sql
 from studies.models import IngestItem, IngestJob, ItemOutcome
 from studies.storage import (
     StagingLimitExceeded,
@@ -132,16 +133,52 @@ class JobStaging:
         return item
 
     def flush(self) -> None:
-        """Insert the staged rows (their primary keys are set on the objects returned)."""
+        """Insert the staged rows and count them on the job, in one round trip (their
+        primary keys are set on the objects returned)."""
         if not self._rows:
             return
         rows, self._rows = self._rows, []
         rejected = sum(1 for row in rows if row.outcome == ItemOutcome.REJECTED)
-        with transaction.atomic():
-            IngestItem.objects.bulk_create(rows)
-            IngestJob.objects.filter(pk=self.job.pk).update(
-                total=F("total") + len(rows), rejected=F("rejected") + rejected
-            )
+        values, params = values_sql(
+            [[getattr(row, name) for name in _ITEM_COLUMNS] for row in rows], _ITEM_CASTS
+        )
+        columns = ", ".join(connection.ops.quote_name(name) for name in _ITEM_COLUMNS)
+        statements = Statements()
+        inserted = statements.add(
+            f"INSERT INTO {table(IngestItem)} ({columns}) VALUES {values} RETURNING id", params
+        )
+        statements.add(
+            f"UPDATE {table(IngestJob)} SET total = total + %s, rejected = rejected + %s "
+            "WHERE id = %s",
+            [len(rows), rejected, self.job.pk],
+        )
+        with transaction.atomic(savepoint=False):  # inside a caller's transaction: its part
+            ids = statements.run()[inserted]
+        # PostgreSQL returns an INSERT's rows in the order of its VALUES (bulk_create, too,
+        # relies on it).
+        for row, (pk,) in zip(rows, ids, strict=True):
+            row.pk = pk
+            row._state.adding, row._state.db = False, connection.alias
+
+
+# The columns a staged row is inserted with, and their SQL types.
+_ITEM_FIELDS = [
+    ("job_id", "bigint"),
+    ("name", "varchar"),
+    ("staged_path", "varchar"),
+    ("size_bytes", "bigint"),
+    ("outcome", "varchar"),
+    ("reason", "text"),
+    ("reason_code", "varchar"),
+    ("sop_instance_uid", "varchar"),
+    ("study_instance_uid", "varchar"),
+    ("quarantine_path", "varchar"),
+    ("sha256", "varchar"),
+    ("attempts", "smallint"),
+    ("processed_at", "timestamptz"),
+]
+_ITEM_COLUMNS = [name for name, _cast in _ITEM_FIELDS]
+_ITEM_CASTS = [cast for _name, cast in _ITEM_FIELDS]
 
 
 def ingest_item_stage(

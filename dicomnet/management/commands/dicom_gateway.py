@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from pynetdicom import _config as pynetdicom_config
 
 from dicomnet.gateway import DEFAULT_AE_TITLE, DicomGateway
 
@@ -39,8 +40,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] < 2:
-            # pynetdicom logs several lines per association; ours log one.
+            # pynetdicom logs several lines per association; ours log one. Its standard
+            # handlers also format every DIMSE message before the level check drops it
+            # (profiled: a few percent of a C-STORE), so they are not bound at all.
             logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+            pynetdicom_config.LOG_HANDLER_LEVEL = "none"
         gateway = DicomGateway(ae_title=options["ae_title"])
         server = gateway.start(options["host"], options["port"])
         stopping = threading.Event()
