@@ -84,8 +84,9 @@ other for each channel, on the same files with the same clients:
 The portal runs as deployed, once per run: gunicorn with deploy/gunicorn.conf.py (gthread,
 --web-workers x --web-threads), a Celery worker (-Q default -c --celery-concurrency) and the
 DICOM gateway, DEBUG off, CONN_MAX_AGE=60 (deploy/.env.example), on free loopback ports;
-each channel and set gets a fresh bench tenant, purged right after its measurement (unless --keep). Orthanc (/usr/sbin/Orthanc) gets a
-fresh home per set and channel below the work directory (same disk as the portal's storage):
+each channel and set gets a fresh bench tenant, purged right after its measurement (unless
+--keep). Orthanc (/usr/sbin/Orthanc) gets a fresh home per set and channel below the work
+directory (same disk as the portal's storage):
 SQLite index, StorageCompression false, OverwriteInstances false, SyncStorageArea true (the
 portal fsyncs too), ConcurrentJobs/HttpThreadsCount/DicomThreadsCount at least --clients,
 KeepAlive and TcpNoDelay true, DicomTcpNoDelay true (which 1.10.1 does not read: its DCMTK
@@ -1123,8 +1124,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"Portal: gunicorn deploy/gunicorn.conf.py {a['web_workers']} workers x "
         f"{a['web_threads']} threads, Celery worker -c {a['celery_concurrency']}, "
-        "dicom_gateway, DEBUG off, CONN_MAX_AGE=60. Orthanc: fresh SQLite index and storage per row, "
-        "StorageCompression off, SyncStorageArea on, DICOMweb plugin, TCP_NODELAY.",
+        "dicom_gateway, DEBUG off, CONN_MAX_AGE=60. Orthanc: fresh SQLite index and storage "
+        "per row, StorageCompression off, SyncStorageArea on, DICOMweb plugin, TCP_NODELAY.",
         "",
         "End to end, from the first byte sent until every instance is indexed and stored. "
         "CPU: server processes and their children (/proc utime+stime), ms per instance. "
