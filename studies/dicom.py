@@ -5,13 +5,18 @@ ones that keep an archive safe: readable Part 10 file, the four UIDs present and
 (they become path parts later), a storable SOP class, sizes within bounds.
 """
 
+import dataclasses
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
 import pydicom
+import pydicom.filereader
+import pydicom.filewriter
+import pydicom.uid
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -239,6 +244,97 @@ def parse_dataset(
         raise DicomParseError("unreadable", f"An attribute cannot be decoded: {error}.") from None
 
 
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+INFLATE_CHUNK = 1 << 20
+
+
+def _transfer_syntax(path: Path) -> str:
+    """The file meta's transfer syntax UID, read without the data set ("" if unreadable: the
+    full read then says why)."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception:  # pydicom raises many kinds on hostile meta; the full read reports it
+        return ""
+    return str(getattr(meta, "TransferSyntaxUID", "") or "")
+
+
+def _meta_end(path: Path) -> int:
+    """Where the data set starts: after the preamble, "DICM" and the group length's group.
+
+    The group length element (0002,0000), explicit VR UL, must come first (PS3.10 7.1); it
+    is read from the bytes, not trusted beyond the file's size."""
+    with path.open("rb") as stream:
+        head = stream.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM":
+        raise DicomParseError(
+            "not-dicom", "Not a DICOM file (no 'DICM' marker after the 128-byte preamble)."
+        )
+    if head[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
+        raise DicomParseError(
+            "unreadable", "The file meta does not start with its group length (0002,0000)."
+        )
+    end = 144 + int.from_bytes(head[140:144], "little")
+    if end > path.stat().st_size:
+        raise DicomParseError("truncated", "The file ends inside its file meta.")
+    return end
+
+
+def inflate_to(source: Path, target: Path, *, limit: int) -> int:
+    """Write `source` (a Deflated Explicit VR Little Endian Part 10 file) to `target` as
+    Explicit VR Little Endian, inflating at most `limit` bytes, a chunk at a time.
+
+    pydicom inflates a deflated data set whole, without a limit: a 255 KiB file costs 512
+    MiB. Here memory stays at one chunk whatever the file says, and a data set that inflates
+    past `limit` is refused before it is all read. Returns the inflated data set's size."""
+    meta = pydicom.filereader.read_file_meta_info(source)
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    start = _meta_end(source)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate (PS3.5 A.5)
+    inflated = 0
+    with source.open("rb") as incoming, target.open("wb") as out:
+        out.write(b"\x00" * 128 + b"DICM")
+        pydicom.filewriter.write_file_meta_info(out, meta, enforce_standard=False)
+        incoming.seek(start)
+        pending = b""
+        while True:
+            if not pending:
+                pending = incoming.read(INFLATE_CHUNK)
+                if not pending:
+                    break
+            try:
+                chunk = inflater.decompress(pending, INFLATE_CHUNK)
+            except zlib.error as error:
+                raise DicomParseError(
+                    "unreadable", f"The deflated data set is corrupt: {error}."
+                ) from None
+            pending = inflater.unconsumed_tail
+            inflated += len(chunk)
+            if inflated > limit:
+                raise DicomParseError(
+                    "inflates-too-large",
+                    f"The deflated data set inflates to more than {limit} bytes "
+                    f"(the file is {source.stat().st_size}); it was not stored.",
+                )
+            out.write(chunk)
+            if inflater.eof:
+                break
+    if not inflater.eof:
+        raise DicomParseError("truncated", "The deflated data set ends before its stream does.")
+    return inflated
+
+
+def _parse_deflated(path: Path, *, max_bytes: int) -> ParsedInstance:
+    """Parse a deflated file through a bounded inflated copy beside it (removed after):
+    completeness and nesting are checked on what was inflated, the file stays as sent."""
+    inflated = path.with_name(f".{path.name}.inflated")
+    try:
+        inflate_to(path, inflated, limit=max_bytes)
+        parsed = parse_file(inflated, max_bytes=max_bytes + (1 << 20))
+    finally:
+        inflated.unlink(missing_ok=True)
+    return dataclasses.replace(parsed, transfer_syntax_uid=DEFLATED)
+
+
 def parse_file(path: Path | str, *, max_bytes: int) -> ParsedInstance:
     """Read a Part 10 file's header (never its pixels) and validate it."""
     path = Path(path)
@@ -247,6 +343,8 @@ def parse_file(path: Path | str, *, max_bytes: int) -> ParsedInstance:
         raise DicomParseError("too-large", f"The file is {size} bytes; the limit is {max_bytes}.")
     if size < 132:
         raise DicomParseError("not-dicom", "The file is too short to be DICOM.")
+    if _transfer_syntax(path) == DEFLATED:
+        return _parse_deflated(path, max_bytes=max_bytes)
     try:
         # Large values (pixels) are deferred: their lengths are checked, never loaded.
         dataset = pydicom.dcmread(path, defer_size=DEFER_BYTES)

@@ -23,6 +23,7 @@ class Refusal(StrEnum):
     INVALID_UID = "invalid-uid"
     NOT_STORABLE = "not-storable"
     NO_TRANSFER_SYNTAX = "no-transfer-syntax"
+    INFLATES_TOO_LARGE = "inflates-too-large"  # a deflated data set past the instance limit
     # What the index refuses
     IDENTITY_CONFLICT = "identity-conflict"
     PATIENT_MISMATCH = "patient-mismatch"
@@ -81,6 +82,8 @@ _STATUS_OF_REFUSAL = {
     Refusal.PATIENT_MISMATCH: StoreStatus.IDENTITY_CONFLICT,
     Refusal.DUPLICATE_DIFFERS: StoreStatus.DUPLICATE_SOP_INSTANCE,
     Refusal.STAGING_FAILED: StoreStatus.OUT_OF_RESOURCES,
+    # Too large for this archive whatever room is made (not in OUT_OF_RESOURCES_CODES).
+    Refusal.INFLATES_TOO_LARGE: StoreStatus.OUT_OF_RESOURCES,
     **dict.fromkeys(
         (
             Refusal.NOT_DICOM,

@@ -10,12 +10,14 @@ import socket
 import subprocess
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+import pydicom.filereader
 import pytest
 from django.core.management import get_commands, load_command_class
 from django.db import connection
@@ -24,6 +26,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
 
 from configuration.models import SINGLETON_ID, RemoteNode, TenantSettings
 from dicomnet import gateway as gateway_module
@@ -46,6 +49,7 @@ from tenants.services import (
     tenant_suspend,
 )
 from tests.conftest import require_tool
+from tests.studies.test_dicom_parsing import deflated_file
 
 pytestmark = pytest.mark.live
 
@@ -449,6 +453,35 @@ def test_concurrent_associations_share_a_commit_and_get_their_own_answers(
     for ds in (sent[0], sent[1], sent[3]):
         assert len(a.instances(str(ds.SOPInstanceUID))) == 1
     assert a.instances(str(sent[2].SOPInstanceUID)) == []
+
+
+def test_a_deflate_bomb_is_refused_with_memory_flat(
+    sites, gateway_port, tmp_path, settings, monkeypatch
+):
+    """256 MiB of zeros in a 260 KiB deflated data set: refused with its reason, the
+    gateway's memory (in this process) never holding more than a few chunks of it."""
+    a, _ = sites
+    settings.PORTAL_MAX_INSTANCE_BYTES = 16 << 20
+    bomb = deflated_file(tmp_path / "bomb.dcm", pixel_bytes=256 << 20)
+    # The sender streams the file as it is (pynetdicom would otherwise inflate it to send).
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+    meta = pydicom.filereader.read_file_meta_info(bomb)  # reading more would inflate it
+    client = AE(ae_title="PYCLIENT")
+    client.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
+    tracemalloc.start()
+    try:
+        assoc = client.associate("127.0.0.1", gateway_port, ae_title=a.ae)
+        try:
+            answer = assoc.send_c_store(bomb)
+        finally:
+            assoc.release()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.Status == OUT_OF_RESOURCES
+    assert "inflates to more than" in str(answer.ErrorComment)
+    assert peak < 32 << 20
+    assert a.instances(str(meta.MediaStorageSOPInstanceUID)) == []
 
 
 def test_command_is_installed_and_documents_its_options() -> None:

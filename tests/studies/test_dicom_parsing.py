@@ -1,13 +1,17 @@
 """studies/dicom.py without a database: real files in, index fields or one clear reason out."""
 
 import shutil
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import pydicom
+import pydicom.filewriter
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from studies.dicom import DicomParseError, is_valid_uid, parse_file
 
@@ -147,3 +151,75 @@ def test_deeply_nested_sequences_are_refused_not_crashing(tmp_path):
 )
 def test_uid_syntax(uid, valid):
     assert is_valid_uid(uid) is valid
+
+
+# -- deflated data sets: inflated by us, a chunk at a time, never past the limit ----------
+
+
+def deflated_file(path: Path, *, pixel_bytes: int, cut: int = 0) -> Path:
+    """A Deflated Explicit VR Little Endian file whose data set holds `pixel_bytes` zeros
+    as pixel data (a bomb when large: zeros deflate a thousandfold); compressed a chunk at a
+    time, so making it costs no memory. `cut` drops that many bytes off the end."""
+    ds = minimal()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    header = DicomBytesIO()
+    header.is_little_endian, header.is_implicit_VR = True, False  # what deflated encodes
+    pydicom.filewriter.write_dataset(header, ds)
+    pixels = b"\xe0\x7f\x10\x00OB\x00\x00" + pixel_bytes.to_bytes(4, "little")
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = bytearray(deflater.compress(header.getvalue() + pixels))
+    zeros = bytes(1 << 20)
+    for start in range(0, pixel_bytes, len(zeros)):
+        body += deflater.compress(zeros[: min(len(zeros), pixel_bytes - start)])
+    body += deflater.flush()
+    with path.open("wb") as out:
+        out.write(b"\x00" * 128 + b"DICM")
+        pydicom.filewriter.write_file_meta_info(out, ds.file_meta)
+        out.write(bytes(body[: len(body) - cut]))
+    return path
+
+
+def test_a_deflated_instance_is_parsed_from_what_it_inflates_to(tmp_path):
+    path = shutil.copy(bundled("image_dfl.dcm"), tmp_path / "dfl.dcm")
+    expected = pydicom.dcmread(path)  # pydicom's own inflation, on a trusted file
+    parsed = parse_file(path, max_bytes=LIMIT)
+    assert parsed.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    assert parsed.sop_instance_uid == expected.SOPInstanceUID
+    assert (parsed.rows, parsed.columns) == (expected.Rows, expected.Columns)
+    assert list(tmp_path.iterdir()) == [Path(path)]  # the inflated copy is gone
+
+
+def test_a_deflated_instance_larger_inflated_than_its_file_is_not_truncated(tmp_path):
+    path = deflated_file(tmp_path / "big.dcm", pixel_bytes=4 << 20)
+    assert path.stat().st_size < 64 << 10
+    assert parse_file(path, max_bytes=LIMIT).transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it(tmp_path):
+    path = deflated_file(tmp_path / "bomb.dcm", pixel_bytes=256 << 20)  # 256 MiB of zeros
+    assert path.stat().st_size < 512 << 10
+    tracemalloc.start()
+    try:
+        with pytest.raises(DicomParseError) as refused:
+            parse_file(path, max_bytes=16 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.code == "inflates-too-large"
+    assert "16777216" in refused.value.message
+    assert peak < 8 << 20  # a few chunks, not the 256 MiB the file claims
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.dcm"]
+
+
+def test_a_cut_or_corrupt_deflate_stream_is_refused(tmp_path):
+    cut = deflated_file(tmp_path / "cut.dcm", pixel_bytes=1 << 20, cut=40)
+    with pytest.raises(DicomParseError) as refused:
+        parse_file(cut, max_bytes=LIMIT)
+    assert refused.value.code == "truncated"
+    corrupt = deflated_file(tmp_path / "corrupt.dcm", pixel_bytes=1 << 20)
+    data = bytearray(corrupt.read_bytes())
+    data[400:420] = b"\xff" * 20
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(DicomParseError) as refused:
+        parse_file(corrupt, max_bytes=LIMIT)
+    assert refused.value.code in {"unreadable", "truncated"}
