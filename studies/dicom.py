@@ -19,6 +19,7 @@ import pydicom.filewriter
 import pydicom.uid
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomFileLike
 from pydicom.errors import InvalidDicomError
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -293,7 +294,7 @@ def inflate_to(source: Path, target: Path, *, limit: int) -> int:
     inflated = 0
     with source.open("rb") as incoming, target.open("wb") as out:
         out.write(b"\x00" * 128 + b"DICM")
-        pydicom.filewriter.write_file_meta_info(out, meta, enforce_standard=False)
+        pydicom.filewriter.write_file_meta_info(DicomFileLike(out), meta, enforce_standard=False)
         incoming.seek(start)
         pending = b""
         while True:
