@@ -19,8 +19,8 @@ import pydicom.filewriter
 import pydicom.uid
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomFileLike
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomFileLike
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
