@@ -4,6 +4,7 @@ It answers C-ECHO, stores what C-STORE sends, and serves Query/Retrieve (C-FIND,
 C-GET, patient and study root; see dicomnet/queryretrieve.py) from the called tenant's index.
 """
 
+import copy
 import logging
 import re
 import socket
@@ -25,6 +26,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
@@ -257,6 +259,27 @@ def _stage_and_index(
     )
 
 
+class SupportedContexts(list[PresentationContext]):
+    """The server's supported presentation contexts, copied for each association without
+    `deepcopy`: pynetdicom deep-copies the whole list per association, and for every storage
+    SOP class with every transfer syntax that took 100 ms (profiled) of each association's
+    setup. The copies share the immutable UIDs and get lists of their own."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "SupportedContexts":
+        copies = SupportedContexts()
+        for context in self:
+            twin = copy.copy(context)
+            twin.__dict__.update(
+                {
+                    name: list(value)
+                    for name, value in vars(context).items()
+                    if isinstance(value, list)
+                }
+            )
+            copies.append(twin)
+        return copies
+
+
 class GatewayAE(AE):
     """pynetdicom's AE, whose title a thread may stand in for.
 
@@ -329,12 +352,14 @@ class DicomGateway:
 
     def server(self, host: str, port: int) -> ThreadedAssociationServer:
         """A bound server; run it with `serve_forever()` (in a thread to not block)."""
-        return self.ae.make_server(
+        server = self.ae.make_server(
             (host, port),
             evt_handlers=self.handlers,
             server_class=ThreadedAssociationServer,
             request_handler=partial(GatewayRequestHandler, gateway=self),
         )
+        server.contexts = SupportedContexts(server.contexts)
+        return server
 
     def start(self, host: str, port: int) -> ThreadedAssociationServer:
         """Serve in a daemon thread and return the server (`stop()` ends it)."""
