@@ -5,6 +5,7 @@ C-GET, patient and study root; see dicomnet/queryretrieve.py) from the called te
 """
 
 import copy
+import dataclasses
 import logging
 import re
 import socket
@@ -34,16 +35,18 @@ from configuration.selectors import node_is_allowed
 from dicomnet import queryretrieve, receive
 from dicomnet.receive import ReceivedFile
 from portal.schemas import tenant_connection
+from studies.dicom import DicomParseError, ParsedInstance, parse_file
 from studies.ingest import (
     BATCH_SIZE,
     ItemResult,
     JobStaging,
+    ingest_item_reject,
     ingest_job_create,
     ingest_job_submit,
     ingest_staged_process,
 )
 from studies.ingest.outcomes import StoreStatus, store_status
-from studies.models import IngestItem, IngestJob, IngestSource
+from studies.models import IngestItem, IngestJob, IngestSource, ItemOutcome
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -89,6 +92,8 @@ class Session:
     address: str
     job: IngestJob | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
+    # C-STOREs refused from their bytes alone: answered at once, recorded later (below).
+    refused: list["PendingStore"] = field(default_factory=list)
 
     @property
     def peer(self) -> str:
@@ -153,6 +158,8 @@ class PendingStore:
     session: Session
     sop_instance_uid: str
     received: ReceivedFile
+    parsed: ParsedInstance | None = None
+    refusal: DicomParseError | None = None  # why its bytes alone refused it
     result: ItemResult | None = None
     failed: bool = False
     done: bool = False
@@ -233,6 +240,30 @@ def store_batch(batch: list[PendingStore]) -> None:
         pending.failed = pending.result is None
 
 
+def record_refused(session: Session, refused: list[PendingStore]) -> None:
+    with tenant_context(session.tenant):
+        if session.job is None:
+            session.job = ingest_job_create(
+                source=IngestSource.DIMSE, description=f"from {session.peer}"
+            )
+        with JobStaging(session.job) as staging:
+            items = [
+                (
+                    staging.adopt(
+                        name=f"{_UNSAFE_NAME.sub('_', p.sop_instance_uid)[:64] or 'instance'}.dcm",
+                        path=p.received.path,
+                        size=p.received.size,
+                        sha256=p.received.sha256,
+                    ),
+                    p,
+                )
+                for p in refused
+            ]
+        for item, pending in items:
+            error = cast(DicomParseError, pending.refusal)
+            ingest_item_reject(item=item, code=error.code, reason=error.message)
+
+
 def _stage_and_index(
     batch: list[PendingStore],
     sessions: Iterable[Session],
@@ -255,7 +286,9 @@ def _stage_and_index(
             staged.append((item, pending))
         staging.flush()
     return ingest_staged_process(
-        items=[item for item, _pending in staged], source=IngestSource.DIMSE
+        items=[item for item, _pending in staged],
+        source=IngestSource.DIMSE,
+        parsed={item.pk: p.parsed for item, p in staged if p.parsed is not None},
     )
 
 
@@ -401,11 +434,14 @@ class DicomGateway:
             reactor()
         finally:
             try:
-                with self._lock:
-                    session = self._sessions.pop(assoc, None)
+                session = self._sessions.get(assoc)
                 if session is not None:
                     self._finish(session)
             finally:
+                # Only now: `stop()` waits for the associations it finds here, and closing
+                # the job belongs to the association.
+                with self._lock:
+                    self._sessions.pop(assoc, None)
                 connections.close_all()
 
     def _finish(self, session: Session) -> None:
@@ -417,6 +453,7 @@ class DicomGateway:
             session.tenant.slug,
             counts or "nothing stored",
         )
+        self._record_refused(session)
         if session.job is None:
             return
         try:
@@ -482,8 +519,12 @@ class DicomGateway:
                 reason,
             )
             return status_dataset(OUT_OF_RESOURCES, reason)
+        try:
+            parsed = parse_file(received.path, max_bytes=settings.PORTAL_MAX_INSTANCE_BYTES)
+        except DicomParseError as error:
+            return self._refuse_from_bytes(session, sop_instance_uid, received, error)
         connection_keep()
-        pending = PendingStore(session, sop_instance_uid, received)
+        pending = PendingStore(session, sop_instance_uid, received, parsed)
         self.commits.store(pending)
         item = pending.result
         if item is None:
@@ -500,6 +541,53 @@ class DicomGateway:
                 item.reason,
             )
         return status_dataset(status, item.reason if status != SUCCESS else "")
+
+    def _refuse_from_bytes(
+        self,
+        session: Session,
+        sop_instance_uid: str,
+        received: ReceivedFile,
+        error: DicomParseError,
+    ) -> Dataset | int:
+        """Answer a C-STORE whose bytes alone refuse it without waiting for the database:
+        the file is set aside (renamed) and recorded, quarantined with its reason, after
+        the association (or once a batch of them has gathered)."""
+        kept = received.path.with_name(f"{received.path.name}.refused")
+        received.path.replace(kept)  # the receive layer removes what is left after the answer
+        session.refused.append(
+            PendingStore(
+                session,
+                sop_instance_uid,
+                dataclasses.replace(received, path=kept),
+                refusal=error,
+            )
+        )
+        if len(session.refused) >= BATCH_SIZE:
+            self._record_refused(session)
+        logger.warning(
+            "C-STORE refused: %s from %s (tenant %s): %s",
+            sop_instance_uid,
+            session.peer,
+            session.tenant.slug,
+            error.message,
+        )
+        status = store_status(outcome=ItemOutcome.REJECTED, reason_code=error.code)
+        session.outcomes[ItemOutcome.REJECTED] = session.outcomes.get(ItemOutcome.REJECTED, 0) + 1
+        return status_dataset(status, error.message)
+
+    def _record_refused(self, session: Session) -> None:
+        """Record the files refused from their bytes in the association's job, each kept
+        in the tenant's quarantine with the reason its sender was given."""
+        refused, session.refused = session.refused, []
+        if not refused:
+            return
+        connection_keep()
+        try:
+            record_refused(session, refused)
+        except Exception:
+            logger.exception(
+                "could not record %d refused C-STOREs of %s", len(refused), session.peer
+            )
 
     # Query/Retrieve: pynetdicom consumes what these return in this association's thread.
     # They read the index inside the tenant's schema before returning; what they return

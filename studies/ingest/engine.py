@@ -19,6 +19,7 @@ from django.db.models import Q
 
 from portal.metrics import ingest_observe
 from portal.schemas import current_tenant
+from studies.dicom import ParsedInstance
 from studies.ingest.index import IndexRaced, claim_pending, index_batch
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.parse import Candidate, candidate_parse
@@ -65,10 +66,13 @@ def ingest_items_process(*, item_ids: list[int]) -> dict[int, ItemResult]:
     return results
 
 
-def ingest_staged_process(*, items: list[IngestItem], source: str) -> dict[int, ItemResult]:
+def ingest_staged_process(
+    *, items: list[IngestItem], source: str, parsed: dict[int, ParsedInstance] | None = None
+) -> dict[int, ItemResult]:
     """Take items staged by `JobStaging(claimed=True)` into the archive: their first attempt
     is counted in their rows, so there is no claim round trip (the gateway's path, where
-    each C-STORE waits for its answer and stages and indexes in one transaction)."""
+    each C-STORE waits for its answer and stages and indexes in one transaction). `parsed`:
+    what the caller parsed already, by item id (the file is not read again)."""
     candidates = [
         Candidate(
             item_id=item.pk,
@@ -78,6 +82,7 @@ def ingest_staged_process(*, items: list[IngestItem], source: str) -> dict[int, 
             size=item.size_bytes,
             sha256=item.sha256,
             source=source,
+            parsed=(parsed or {}).get(item.pk),
         )
         for item in items
         if item.outcome == ItemOutcome.PENDING

@@ -67,6 +67,8 @@ def candidate_parse(candidate: Candidate, *, root: Path) -> None:
         candidate.refuse(Refusal.STAGING_LOST, "The uploaded file is missing from staging.")
         return
     candidate.staged_inside = True
+    if candidate.parsed is not None:  # parsed already where it was received (the gateway)
+        return
     try:
         candidate.parsed = parse_file(staged, max_bytes=settings.PORTAL_MAX_INSTANCE_BYTES)
     except DicomParseError as error:
