@@ -45,6 +45,7 @@ from studies.ingest import (
     ingest_job_submit,
     ingest_staged_process,
 )
+from studies.ingest.outcomes import Refusal as IngestRefusal
 from studies.ingest.outcomes import StoreStatus, store_status
 from studies.models import IngestItem, IngestJob, IngestSource, ItemOutcome
 from tenants.models import Tenant
@@ -139,6 +140,20 @@ def connection_keep() -> None:
             if not conn.is_usable():
                 conn.close()
             conn.errors_occurred = False
+
+
+def command_check(command: C_STORE, parsed: ParsedInstance) -> None:
+    """Refuse a C-STORE whose Affected SOP Class and Instance UIDs are not the data set's
+    (PS3.7 9.3.1.1): the archive would file one object under another's name."""
+    for what, said, holds in (
+        ("Instance", str(command.AffectedSOPInstanceUID or ""), parsed.sop_instance_uid),
+        ("Class", str(command.AffectedSOPClassUID or ""), parsed.sop_class_uid),
+    ):
+        if said.strip().rstrip("\x00") != holds:
+            raise DicomParseError(
+                IngestRefusal.COMMAND_MISMATCH,
+                f"The C-STORE names SOP {what} UID {said[:64]!r}, the data set {holds}.",
+            )
 
 
 def status_dataset(status: int, comment: str = "") -> Dataset | int:
@@ -521,6 +536,7 @@ class DicomGateway:
             return status_dataset(OUT_OF_RESOURCES, reason)
         try:
             parsed = parse_file(received.path, max_bytes=settings.PORTAL_MAX_INSTANCE_BYTES)
+            command_check(cast(C_STORE, event.request), parsed)
         except DicomParseError as error:
             return self._refuse_from_bytes(session, sop_instance_uid, received, error)
         connection_keep()

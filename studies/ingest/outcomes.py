@@ -24,6 +24,7 @@ class Refusal(StrEnum):
     NOT_STORABLE = "not-storable"
     NO_TRANSFER_SYNTAX = "no-transfer-syntax"
     INFLATES_TOO_LARGE = "inflates-too-large"  # a deflated data set past the instance limit
+    COMMAND_MISMATCH = "command-mismatch"  # C-STORE's Affected SOP UIDs are not the data set's
     # What the index refuses
     IDENTITY_CONFLICT = "identity-conflict"
     PATIENT_MISMATCH = "patient-mismatch"
@@ -77,6 +78,7 @@ _STATUS_OF_REFUSAL = {
     Refusal.NOT_STORABLE: StoreStatus.SOP_CLASS_NOT_SUPPORTED,
     # A Type 1 attribute of every composite IOD is absent: the data set breaks its SOP class.
     Refusal.MISSING_UID: StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    Refusal.COMMAND_MISMATCH: StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
     Refusal.STUDY_MISMATCH: StoreStatus.STUDY_MISMATCH,
     Refusal.IDENTITY_CONFLICT: StoreStatus.IDENTITY_CONFLICT,
     Refusal.PATIENT_MISMATCH: StoreStatus.IDENTITY_CONFLICT,

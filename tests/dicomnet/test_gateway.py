@@ -411,6 +411,32 @@ def test_unusable_dataset_fails_with_its_reason(sites, gateway_port) -> None:
     assert Path(item.quarantine_path).is_file()
 
 
+def test_a_command_naming_another_instance_than_its_data_set_is_refused(
+    sites, gateway_port, tmp_path, monkeypatch
+) -> None:
+    a, _ = sites
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    path = tmp_path / "liar.dcm"
+    claimed = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()  # what the command says
+    ds.save_as(path)  # the file meta as set (enforcing the format would correct it)
+    # Sent as the file is: pynetdicom takes the command's UIDs from its file meta.
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+    client = AE(ae_title="PYCLIENT")
+    client.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = client.associate("127.0.0.1", gateway_port, ae_title=a.ae)
+    try:
+        answer = assoc.send_c_store(path)
+    finally:
+        assoc.release()
+    assert answer.Status == StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+    assert "SOP Instance UID" in str(answer.ErrorComment)
+    assert a.instances(str(ds.SOPInstanceUID)) == a.instances(str(claimed)) == []
+    item = recorded_item(a, str(claimed))
+    assert (item.outcome, item.reason_code) == (ItemOutcome.REJECTED, "command-mismatch")
+
+
 def test_concurrent_associations_share_a_commit_and_get_their_own_answers(
     sites, gateway_port, monkeypatch
 ) -> None:
