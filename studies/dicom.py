@@ -195,6 +195,61 @@ def check_structure(
             stack.extend((item, depth + 1) for item in element.value)
 
 
+PIXEL_DATA = 0x7FE00010
+MAX_FRAMES = 100_000
+BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
+SAMPLES_PER_PIXEL = frozenset({1, 3, 4})
+
+
+def check_pixels(dataset: Dataset, *, transfer_syntax_uid: str) -> None:
+    """Refuse pixel data a viewer would choke on, from the header and the element's length
+    alone (the pixels are never loaded): attributes out of range, native pixel data whose
+    length is not Rows x Columns x SamplesPerPixel x BitsAllocated x NumberOfFrames (padded
+    to even, PS3.5 8.1.1), encapsulated pixel data of defined length (PS3.5 A.4)."""
+    if PIXEL_DATA not in dataset:
+        return
+    raw = dataset.get_item(PIXEL_DATA, keep_deferred=True)
+    length = getattr(raw, "length", None)
+    syntax = pydicom.uid.UID(transfer_syntax_uid)
+    encapsulated = syntax.is_encapsulated if syntax.is_transfer_syntax else False
+    if encapsulated:
+        if length != UNDEFINED_LENGTH:
+            raise DicomParseError(
+                "pixel-data", "Encapsulated pixel data must have an undefined length."
+            )
+        return
+    if length == UNDEFINED_LENGTH:
+        raise DicomParseError(
+            "pixel-data", "Native pixel data has an undefined length (only compressed may)."
+        )
+    rows, columns = _int(dataset, "Rows"), _int(dataset, "Columns")
+    bits, samples = _int(dataset, "BitsAllocated"), _int(dataset, "SamplesPerPixel") or 1
+    frames = _int(dataset, "NumberOfFrames") or 1
+    if rows is None or columns is None or bits is None:
+        raise DicomParseError(
+            "pixel-data", "Pixel data without Rows, Columns or BitsAllocated cannot be shown."
+        )
+    if not (0 < rows <= 0xFFFF and 0 < columns <= 0xFFFF and 0 < frames <= MAX_FRAMES):
+        raise DicomParseError(
+            "pixel-data",
+            f"The image is {rows} x {columns} pixels in {frames} frames; the archive takes "
+            f"1 to 65535 pixels a side and at most {MAX_FRAMES} frames.",
+        )
+    if bits not in BITS_ALLOCATED or samples not in SAMPLES_PER_PIXEL:
+        raise DicomParseError(
+            "pixel-data",
+            f"BitsAllocated {bits} and SamplesPerPixel {samples} are not an image's "
+            "(bits 1, 8, 16, 32 or 64; samples 1, 3 or 4).",
+        )
+    expected = (rows * columns * samples * frames * bits + 7) // 8
+    if length not in (expected, expected + expected % 2):
+        raise DicomParseError(
+            "pixel-data",
+            f"The pixel data holds {length} bytes; {rows} x {columns} x {samples} samples x "
+            f"{bits} bits x {frames} frames need {expected}.",
+        )
+
+
 def parse_dataset(
     dataset: Dataset, *, transfer_syntax_uid: str, size: int | None = None
 ) -> ParsedInstance:
@@ -209,6 +264,7 @@ def parse_dataset(
             )
         if not is_valid_uid(transfer_syntax_uid):
             raise DicomParseError("invalid-uid", "The transfer syntax UID is not valid.")
+        check_pixels(dataset, transfer_syntax_uid=transfer_syntax_uid)
         return ParsedInstance(
             sop_class_uid=sop_class,
             sop_instance_uid=_uid(dataset, "SOPInstanceUID"),

@@ -23,6 +23,7 @@ class Refusal(StrEnum):
     INVALID_UID = "invalid-uid"
     NOT_STORABLE = "not-storable"
     NO_TRANSFER_SYNTAX = "no-transfer-syntax"
+    PIXEL_DATA = "pixel-data"  # pixel data a viewer would choke on (length, attributes)
     INFLATES_TOO_LARGE = "inflates-too-large"  # a deflated data set past the instance limit
     COMMAND_MISMATCH = "command-mismatch"  # C-STORE's Affected SOP UIDs are not the data set's
     # What the index refuses
@@ -94,6 +95,7 @@ _STATUS_OF_REFUSAL = {
             Refusal.TOO_DEEP,
             Refusal.INVALID_UID,
             Refusal.NO_TRANSFER_SYNTAX,
+            Refusal.PIXEL_DATA,
         ),
         StoreStatus.CANNOT_UNDERSTAND,
     ),

@@ -11,7 +11,12 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
 
 from studies.dicom import DicomParseError, is_valid_uid, parse_file
 
@@ -162,6 +167,8 @@ def deflated_file(path: Path, *, pixel_bytes: int, cut: int = 0) -> Path:
     time, so making it costs no memory. `cut` drops that many bytes off the end."""
     ds = minimal()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    # 16-bit, 4096 columns: as many rows as the zeros fill (a multiple of 8 KiB here).
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = pixel_bytes // 8192, 4096, 16, 1
     header = DicomBytesIO()
     header.is_little_endian, header.is_implicit_VR = True, False  # what deflated encodes
     pydicom.filewriter.write_dataset(header, ds)
@@ -223,3 +230,54 @@ def test_a_cut_or_corrupt_deflate_stream_is_refused(tmp_path):
     with pytest.raises(DicomParseError) as refused:
         parse_file(corrupt, max_bytes=LIMIT)
     assert refused.value.code in {"unreadable", "truncated"}
+
+
+# -- pixel data a viewer would choke on, judged from the header and the element's length ----
+
+
+def image(**overrides: object) -> Dataset:
+    header = {"Rows": 4, "Columns": 4, "BitsAllocated": 16, "BitsStored": 16}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    ds = minimal(**{**header, "SamplesPerPixel": 1, **given})
+    for key in overrides.keys() - given.keys():  # None: the attribute is absent
+        delattr(ds, key)
+    if "PixelData" not in overrides:
+        ds.PixelData = bytes(4 * 4 * 2)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"PixelData": bytes(30)}, "need 32"),  # two bytes short
+        ({"PixelData": bytes(64)}, "need 32"),  # twice too long
+        ({"NumberOfFrames": 3}, "need 96"),  # frames the data does not hold
+        ({"BitsAllocated": 12}, "BitsAllocated 12"),
+        ({"SamplesPerPixel": 7}, "SamplesPerPixel 7"),
+        ({"Rows": 0}, "0 x 4 pixels"),
+        ({"NumberOfFrames": 10**7}, "at most 100000 frames"),
+        ({"Rows": None}, "without Rows"),
+    ],
+)
+def test_pixel_data_that_contradicts_its_header_is_refused(tmp_path, overrides, says):
+    with pytest.raises(DicomParseError) as refused:
+        parse_file(write(image(**overrides), tmp_path / "x.dcm"), max_bytes=LIMIT)
+    assert refused.value.code == "pixel-data" and says in refused.value.message
+
+
+def test_pixel_data_that_fits_its_header_is_taken(tmp_path):
+    parsed = parse_file(write(image(), tmp_path / "ok.dcm"), max_bytes=LIMIT)
+    assert (parsed.rows, parsed.columns) == (4, 4)
+    odd = image(Rows=3, Columns=3, BitsAllocated=8, BitsStored=8, PixelData=bytes(10))
+    assert parse_file(write(odd, tmp_path / "odd.dcm"), max_bytes=LIMIT).rows == 3  # padded
+
+
+def test_compressed_pixel_data_must_be_encapsulated(tmp_path):
+    path = write(image(), tmp_path / "rle.dcm")
+    # The meta now says RLE Lossless (a UID of the same length); the pixels stay native,
+    # of defined length, not in fragments. pydicom would not write such a file.
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", RLELossless.encode() + b"\x00", 1))
+    with pytest.raises(DicomParseError) as refused:
+        parse_file(path, max_bytes=LIMIT)
+    assert refused.value.code == "pixel-data" and "undefined length" in refused.value.message
