@@ -65,6 +65,13 @@ class PoliciesForm(forms.Form):
         required=False,
         help_text="Associations from other AE titles or hosts are refused.",
     )
+    query_retrieve_from_any_node = forms.BooleanField(
+        label="Answer queries and retrievals from any node",
+        required=False,
+        help_text="Off (recommended): C-FIND, C-MOVE and C-GET only for the listed remote "
+        "nodes, by AE title and address. Anyone who can reach the gateway and guess the AE "
+        "title could otherwise read every study.",
+    )
     require_admin_2fa = forms.BooleanField(
         label="Admins must use two-factor authentication", required=False
     )

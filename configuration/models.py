@@ -68,6 +68,12 @@ class TenantSettings(models.Model):
         default=False,
         help_text="Refuse associations from AE titles and hosts that are not listed below.",
     )
+    query_retrieve_from_any_node = models.BooleanField(
+        "answer queries and retrievals from any node",
+        default=False,
+        help_text="Off: C-FIND, C-MOVE and C-GET are answered only for the remote nodes "
+        "listed below (AE title and address); others may still send and echo.",
+    )
     require_admin_2fa = models.BooleanField(
         "admins must use two-factor authentication", default=False
     )

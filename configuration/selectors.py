@@ -63,8 +63,21 @@ def node_is_allowed(*, calling_ae: str, address: str) -> bool:
     """Whether the DICOM gateway may accept an association from `calling_ae` at `address`."""
     if not tenant_settings().require_known_nodes:
         return True
+    return node_is_listed(calling_ae=calling_ae, address=address)
+
+
+def node_is_listed(*, calling_ae: str, address: str) -> bool:
+    """Whether `calling_ae` at `address` is one of the tenant's remote nodes."""
     hosts = RemoteNode.objects.filter(ae_title=calling_ae.strip()).values_list("host", flat=True)
     return any(_host_has_address(host, address) for host in hosts)
+
+
+def node_may_query(*, calling_ae: str, address: str) -> bool:
+    """Whether the gateway answers C-FIND, C-MOVE and C-GET from this peer: listed nodes
+    only, unless the tenant opened query/retrieve to any node."""
+    if tenant_settings().query_retrieve_from_any_node:
+        return True
+    return node_is_listed(calling_ae=calling_ae, address=address)
 
 
 def _host_has_address(host: str, address: str) -> bool:

@@ -26,6 +26,7 @@ SETTINGS_FIELDS = (
     "patient_mismatch_policy",
     "cors_origins",
     "require_known_nodes",
+    "query_retrieve_from_any_node",
     "require_admin_2fa",
     "job_storage_usage",
     "job_watermark_migration",

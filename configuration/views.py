@@ -36,6 +36,7 @@ def _section_initial(row: TenantSettings, tenant: Any) -> dict[str, dict[str, An
             "duplicate_policy": row.duplicate_policy,
             "patient_mismatch_policy": row.patient_mismatch_policy,
             "require_known_nodes": row.require_known_nodes,
+            "query_retrieve_from_any_node": row.query_retrieve_from_any_node,
             "require_admin_2fa": row.require_admin_2fa,
         },
         "cors": {"cors_origins": "\n".join(row.cors_origins)},

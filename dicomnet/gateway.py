@@ -31,7 +31,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from configuration.selectors import node_is_allowed
+from configuration.selectors import node_is_allowed, node_may_query
 from dicomnet import queryretrieve, receive
 from dicomnet.receive import ReceivedFile
 from portal.schemas import tenant_connection
@@ -59,7 +59,6 @@ MAX_ASSOCIATIONS = 64
 REJECTED_PERMANENT = 0x01
 SERVICE_USER = 0x01
 NO_REASON_GIVEN = 0x01
-CALLING_AE_NOT_RECOGNISED = 0x03
 CALLED_AE_NOT_RECOGNISED = 0x07
 
 # C-STORE statuses (PS3.4 B.2.3): one table for DIMSE and STOW-RS (studies/ingest/outcomes.py).
@@ -110,10 +109,22 @@ def tenant_for_called_ae(called_ae: str) -> Tenant | None:
     return Tenant.objects.filter(ae_title=called_ae).first()
 
 
+@dataclass(frozen=True)
+class Admission:
+    """An accepted association request: its tenant, and whether the peer may query and
+    retrieve (C-FIND, C-MOVE, C-GET) or only echo and store."""
+
+    tenant: Tenant
+    may_query: bool
+
+
 def association_check(
     *, called_ae: str, calling_ae: str, address: str
-) -> tuple[Tenant | None, Refusal | None]:
-    """The tenant an association request reaches, or why it must be rejected."""
+) -> tuple[Admission | None, Refusal | None]:
+    """The tenant an association request reaches, or why it must be rejected.
+
+    An unknown title and a known title whose tenant does not accept this peer get the same
+    A-ASSOCIATE-RJ, so titles cannot be enumerated from outside."""
     tenant = tenant_for_called_ae(called_ae)
     if tenant is None:
         return None, Refusal(CALLED_AE_NOT_RECOGNISED, "called AE title not recognised")
@@ -121,12 +132,13 @@ def association_check(
         return None, Refusal(NO_REASON_GIVEN, f"tenant {tenant.slug} is {tenant.status}")
     with tenant_context(tenant):
         allowed = node_is_allowed(calling_ae=calling_ae, address=address)
+        may_query = allowed and node_may_query(calling_ae=calling_ae, address=address)
     if not allowed:
         return None, Refusal(
-            CALLING_AE_NOT_RECOGNISED,
+            CALLED_AE_NOT_RECOGNISED,
             f"calling AE title and address are not among tenant {tenant.slug}'s known nodes",
         )
-    return tenant, None
+    return Admission(tenant, may_query), None
 
 
 def connection_keep() -> None:
@@ -484,15 +496,15 @@ class DicomGateway:
         calling_ae = str(request.calling_ae_title or "").strip()
         address = str(assoc.requestor.address)
         try:
-            tenant, refusal = association_check(
+            admission, refusal = association_check(
                 called_ae=called_ae, calling_ae=calling_ae, address=address
             )
         except Exception:
             logger.exception(
                 "association check failed: %s@%s -> %s", calling_ae, address, called_ae
             )
-            tenant, refusal = None, Refusal(NO_REASON_GIVEN, "internal error")
-        if refusal is not None or tenant is None:
+            admission, refusal = None, Refusal(NO_REASON_GIVEN, "internal error")
+        if refusal is not None or admission is None:
             reason = refusal.reason if refusal else "internal error"
             logger.warning(
                 "association rejected: %s@%s -> %s: %s", calling_ae, address, called_ae, reason
@@ -505,14 +517,24 @@ class DicomGateway:
             # Wait until the A-ASSOCIATE-RJ is on the wire: the connection closes right after.
             assoc.kill()
             return
+        tenant = admission.tenant
+        if not admission.may_query:
+            # Negotiation has not begun: this association is offered no Query/Retrieve
+            # context, so a peer that is not a listed node cannot even ask.
+            assoc.acceptor.supported_contexts = [
+                context
+                for context in assoc.acceptor.supported_contexts
+                if str(context.abstract_syntax) not in queryretrieve.SOP_CLASSES
+            ]
         with self._lock:
             self._sessions[assoc] = Session(tenant=tenant, calling_ae=calling_ae, address=address)
         logger.info(
-            "association accepted: %s@%s -> %s (tenant %s)",
+            "association accepted: %s@%s -> %s (tenant %s)%s",
             calling_ae,
             address,
             called_ae,
             tenant.slug,
+            "" if admission.may_query else ", store and echo only",
         )
 
     def _on_echo(self, event: Event) -> int:

@@ -15,6 +15,7 @@ class SettingsOutput(serializers.Serializer):
     patient_mismatch_policy = serializers.ChoiceField(choices=PatientMismatchPolicy.choices)
     cors_origins = serializers.ListField(child=serializers.CharField())
     require_known_nodes = serializers.BooleanField()
+    query_retrieve_from_any_node = serializers.BooleanField()
     require_admin_2fa = serializers.BooleanField()
     job_storage_usage = serializers.BooleanField()
     job_watermark_migration = serializers.BooleanField()
@@ -39,6 +40,7 @@ class SettingsUpdateInput(serializers.Serializer):
         child=serializers.CharField(trim_whitespace=False), required=False, allow_empty=True
     )
     require_known_nodes = serializers.BooleanField(required=False)
+    query_retrieve_from_any_node = serializers.BooleanField(required=False)
     require_admin_2fa = serializers.BooleanField(required=False)
     job_storage_usage = serializers.BooleanField(required=False)
     job_watermark_migration = serializers.BooleanField(required=False)

@@ -27,6 +27,10 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from configuration.models import SINGLETON_ID, RemoteNode, TenantSettings
 from dicomnet import gateway as gateway_module
@@ -333,7 +337,10 @@ def test_unknown_calling_node_is_rejected_when_the_tenant_requires_known_nodes(
     a = known_nodes_required
     refused = echoscu(gateway_port, a.ae)
     assert refused.returncode != 0
-    assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
+    # The same rejection as for a title nobody has: titles cannot be enumerated.
+    unknown = echoscu(gateway_port, "NOSUCHTITLE")
+    assert "Called AE Title Not Recognized" in refused.stdout + refused.stderr
+    assert "Called AE Title Not Recognized" in unknown.stdout + unknown.stderr
     # The other tenant does not require known nodes.
     assert echoscu(gateway_port, sites[1].ae).returncode == 0
 
@@ -343,6 +350,48 @@ def test_unknown_calling_node_is_rejected_when_the_tenant_requires_known_nodes(
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     # The right AE title from a listed address only: another title is still refused.
     assert echoscu(gateway_port, a.ae, calling="INTRUDER").returncode != 0
+
+
+def query(port: int, site: Site, calling: str) -> int | None:
+    """A study-root C-FIND for everything from `calling`: its final status, or None when
+    the gateway accepted the association but offered no Query/Retrieve context."""
+    client = AE(ae_title=calling)
+    client.add_requested_context(Verification)
+    client.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = client.associate("127.0.0.1", port, ae_title=site.ae)
+    assert assoc.is_established
+    try:
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        if str(StudyRootQueryRetrieveInformationModelFind) not in accepted:
+            return None
+        keys = pydicom.Dataset()
+        keys.QueryRetrieveLevel, keys.StudyInstanceUID = "STUDY", ""
+        found = assoc.send_c_find(keys, StudyRootQueryRetrieveInformationModelFind)
+        return [int(status.Status) for status, _identifier in found][-1]
+    finally:
+        assoc.release()
+
+
+def test_query_retrieve_is_closed_to_unlisted_peers_by_default(sites, gateway_port) -> None:
+    a, b = sites
+    assert query(gateway_port, a, "STRANGER") is None  # echo and store only
+    with schema_context(a.tenant.schema_name):
+        RemoteNode.objects.create(ae_title="VIEWSTATION", host="127.0.0.1", port=104)
+    try:
+        assert query(gateway_port, a, "VIEWSTATION") == 0x0000
+        assert query(gateway_port, b, "VIEWSTATION") is None  # listed by a, not by b
+        assert query(gateway_port, a, "STRANGER") is None
+        with schema_context(b.tenant.schema_name):
+            TenantSettings.objects.get_or_create(pk=SINGLETON_ID)
+            TenantSettings.objects.filter(pk=SINGLETON_ID).update(query_retrieve_from_any_node=True)
+        assert query(gateway_port, b, "STRANGER") == 0x0000  # b opened it
+    finally:
+        with schema_context(a.tenant.schema_name):
+            RemoteNode.objects.filter(ae_title="VIEWSTATION").delete()
+        with schema_context(b.tenant.schema_name):
+            TenantSettings.objects.filter(pk=SINGLETON_ID).update(
+                query_retrieve_from_any_node=False
+            )
 
 
 def test_quota_exceeded_fails_the_store_with_out_of_resources(

@@ -75,6 +75,7 @@ FINDSCU, MOVESCU, GETSCU, STORESCP = (
     "/usr/bin/storescp",
 )
 DESTINATION = "QRDEST"
+QR_CLIENTS = ("QRCLIENT", "PYQR")
 
 
 def identifier(level: str | None, **keys: str) -> Dataset:
@@ -316,6 +317,11 @@ def archive(sites, gateway_port, tmp_path_factory) -> Archive:
     assert result.returncode == 0, result.stdout + result.stderr
     for sop in files:
         assert len(a.instances(sop)) == 1
+    # Query/Retrieve is closed to unlisted peers: both tenants list this module's clients.
+    for site in sites:
+        with schema_context(site.tenant.schema_name):
+            for title in QR_CLIENTS:
+                RemoteNode.objects.get_or_create(ae_title=title, host="127.0.0.1", port=104)
     return Archive(
         tag=tag,
         study1=study1,

@@ -7,6 +7,8 @@ from django.core.management import call_command
 from django.test import override_settings
 from django_tenants.utils import tenant_context
 
+from configuration.models import RemoteNode
+from configuration.selectors import node_may_query
 from studies.models import IngestJob, IngestJobStatus, Instance, Study
 from tenants.models import Tenant
 
@@ -45,3 +47,8 @@ def test_demo_tenants_get_distinct_synthetic_studies_once(seeded):
     assert "received" not in second
     with tenant_context(Tenant.objects.get(slug="acme")):
         assert IngestJob.objects.count() == 1 and Study.objects.count() == 2
+        # The README's findscu / getscu / movescu examples: DCMTK's titles, listed once.
+        for title in ("FINDSCU", "GETSCU", "MOVESCU"):
+            assert node_may_query(calling_ae=title, address="127.0.0.1")
+        assert not node_may_query(calling_ae="FINDSCU", address="192.0.2.7")
+        assert RemoteNode.objects.count() == 3

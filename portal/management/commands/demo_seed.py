@@ -17,6 +17,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 
 from accounts.models import User
 from accounts.services import user_create
+from configuration.models import RemoteNode
 from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import IngestSource, Study
 from tenants import services
@@ -97,6 +98,21 @@ def demo_studies_seed(tenant: Tenant) -> int:
     return ingest_job_submit(job=job, run_now=True).stored
 
 
+# DCMTK's tools call with these titles by default; listed at this machine, the README's
+# findscu / getscu / movescu examples work on `make run` (Query/Retrieve is closed to
+# unlisted peers).
+DEMO_QUERY_NODES = ("FINDSCU", "GETSCU", "MOVESCU")
+
+
+def demo_nodes_seed() -> None:
+    for title in DEMO_QUERY_NODES:
+        RemoteNode.objects.get_or_create(
+            ae_title=title,
+            host="127.0.0.1",
+            defaults={"port": 104, "description": "DCMTK tools on this machine (demo)"},
+        )
+
+
 DEMO_TENANTS = [("acme", "Acme Hospital", "ACME"), ("globex", "Globex Clinic", "GLOBEX")]
 
 
@@ -145,6 +161,7 @@ class Command(BaseCommand):
             with schema_context(tenant.schema_name):
                 _ensure_user("admin", f"admin@{slug}.example", password, role="admin")
                 stored = demo_studies_seed(tenant)
+                demo_nodes_seed()
             if stored:
                 lines.append(f"  {slug:<11}  received {stored} demo images")
             lines.append(
