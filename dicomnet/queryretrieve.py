@@ -1,6 +1,6 @@
 """Query/Retrieve (PS3.4 Annex C) for the gateway: C-FIND, C-MOVE and C-GET against the index.
 
-An identifier becomes an `IndexQuery` (studies/query.py, shared with QIDO-RS), so matching
+An identifier becomes an `IndexQuery` (studies/index/query.py, shared with QIDO-RS), so matching
 follows PS3.4 C.2.2.2 there. Each request runs in three steps: translate the identifier (pure,
 no database), read every row or file path it needs inside the tenant's schema and write the
 audit row (one short `tenant_context`, left before anything is yielded), then hand pynetdicom
@@ -52,7 +52,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from audit.models import Outcome
 from audit.services import audit_record
 from configuration.models import RemoteNode
-from studies.query import (
+from studies.index.query import (
     BY_TAG,
     LEVEL_ORDER,
     PATIENT_COUNTS,
