@@ -524,7 +524,7 @@ def explain_queries(tenant: Any, plan: dict[str, list[dict[str, str]]]) -> dict[
     """EXPLAIN (ANALYZE, BUFFERS) of the SQL the QIDO view runs for one value of each kind."""
     from django_tenants.utils import schema_context
 
-    from studies.query import DEFAULT_RETURN, IndexQuery, Level
+    from studies.index.query import DEFAULT_RETURN, IndexQuery, Level
 
     found: dict[str, Any] = {}
     with schema_context(tenant.schema_name):

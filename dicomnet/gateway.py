@@ -34,6 +34,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from configuration.selectors import node_is_allowed, node_may_query
 from dicomnet import queryretrieve, receive
 from dicomnet.receive import ReceivedFile
+from dicomnet.status import status_dataset
 from portal.schemas import tenant_connection
 from studies.dicom import DicomParseError, ParsedInstance, parse_file
 from studies.ingest import (
@@ -65,7 +66,6 @@ CALLED_AE_NOT_RECOGNISED = 0x07
 SUCCESS = StoreStatus.SUCCESS
 OUT_OF_RESOURCES = StoreStatus.OUT_OF_RESOURCES
 CANNOT_UNDERSTAND = StoreStatus.CANNOT_UNDERSTAND
-ERROR_COMMENT_LENGTH = 64  # ErrorComment is an LO
 
 _UNSAFE_NAME = re.compile(r"[^0-9A-Za-z.]+")
 
@@ -166,16 +166,6 @@ def command_check(command: C_STORE, parsed: ParsedInstance) -> None:
                 IngestRefusal.COMMAND_MISMATCH,
                 f"The C-STORE names SOP {what} UID {said[:64]!r}, the data set {holds}.",
             )
-
-
-def status_dataset(status: int, comment: str = "") -> Dataset | int:
-    """A status, with the reason as ErrorComment when there is one."""
-    if not comment:
-        return status
-    response = Dataset()
-    response.Status = status
-    response.ErrorComment = comment.replace("\\", "/")[:ERROR_COMMENT_LENGTH]
-    return response
 
 
 @dataclass(eq=False)

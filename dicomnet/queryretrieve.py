@@ -1,6 +1,6 @@
 """Query/Retrieve (PS3.4 Annex C) for the gateway: C-FIND, C-MOVE and C-GET against the index.
 
-An identifier becomes an `IndexQuery` (studies/query.py, shared with QIDO-RS), so matching
+An identifier becomes an `IndexQuery` (studies/index/query.py, shared with QIDO-RS), so matching
 follows PS3.4 C.2.2.2 there. Each request runs in three steps: translate the identifier (pure,
 no database), read every row or file path it needs inside the tenant's schema and write the
 audit row (one short `tenant_context`, left before anything is yielded), then hand pynetdicom
@@ -52,7 +52,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from audit.models import Outcome
 from audit.services import audit_record
 from configuration.models import RemoteNode
-from studies.query import (
+from dicomnet.status import status_dataset
+from studies.index.query import (
     BY_TAG,
     LEVEL_ORDER,
     PATIENT_COUNTS,
@@ -85,7 +86,6 @@ RETRIEVE_OUT_OF_RESOURCES = 0xA701  # unable to calculate the number of matches
 MOVE_DESTINATION_UNKNOWN = 0xA801
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 UNABLE_TO_PROCESS = 0xC000
-ERROR_COMMENT_LENGTH = 64  # ErrorComment is an LO
 
 RESPONSE_CHARACTER_SET = "ISO_IR 192"  # the index holds unicode text
 AUDIT_VALUE_LENGTH = 200
@@ -136,13 +136,6 @@ class IdentifierError(Exception):
         super().__init__(comment)
         self.status = status
         self.comment = comment
-
-
-def status_with_comment(status: int, comment: str) -> Dataset:
-    response = Dataset()
-    response.Status = status
-    response.ErrorComment = comment.replace("\\", "/")[:ERROR_COMMENT_LENGTH]
-    return response
 
 
 # -- identifiers (pure) -----------------------------------------------------------------------
@@ -358,7 +351,7 @@ def find(
     except IdentifierError as refusal:
         with tenant_context(tenant):
             _audit_refusal(Operation.FIND, peer=peer, root=root, refusal=refusal)
-        return iter([(status_with_comment(refusal.status, refusal.comment), None)])
+        return iter([(status_dataset(refusal.status, refusal.comment), None)])
     with tenant_context(tenant):
         rows = list(request.query.rows(limit=MAX_FIND_MATCHES + 1))
         audit_record(
@@ -391,7 +384,7 @@ def _find_responses(
         yield request.pending_status, request.response(row, retrieve_ae=retrieve_ae)
     if len(rows) > MAX_FIND_MATCHES:
         comment = f"Over {MAX_FIND_MATCHES} matches; narrow the query"
-        yield status_with_comment(FIND_OUT_OF_RESOURCES, comment), None
+        yield status_dataset(FIND_OUT_OF_RESOURCES, comment), None
 
 
 def _unique_value(level: Level, query: IndexQuery) -> str:
@@ -504,7 +497,7 @@ def move(
                 [
                     (node.host, node.port, {"contexts": [build_context(Verification)]}),
                     1,
-                    (status_with_comment(refusal.status, refusal.comment), None),
+                    (status_dataset(refusal.status, refusal.comment), None),
                 ]
             )
         _audit_retrieve(Operation.MOVE, peer=peer, request=request, files=files, to=destination)
@@ -537,7 +530,7 @@ def get(
         except IdentifierError as refusal:
             _audit_refusal(Operation.GET, peer=peer, root=root, refusal=refusal)
             # pynetdicom answers a zero count with success, so a refusal announces one.
-            return iter([1, (status_with_comment(refusal.status, refusal.comment), None)])
+            return iter([1, (status_dataset(refusal.status, refusal.comment), None)])
         _audit_retrieve(Operation.GET, peer=peer, request=request, files=files)
     return _sent(files, first=[len(files)], cancelled=is_cancelled)
 

@@ -15,7 +15,7 @@ from django.views.generic import ListView
 from accounts.permissions import Capability, CapabilityRequiredMixin, has_capability
 from jobs.models import JobRun, JobStatus
 from jobs.runs import job_run_retry
-from studies.maintenance import ingest_job_retry
+from studies.maintenance.services import ingest_job_retry
 from studies.models import IngestJob, IngestJobStatus
 
 KINDS = [("ingest", "Ingest jobs"), ("periodic", "Periodic runs")]

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from studies.views import DashboardView
+from studies.dashboard import DashboardView
 
 api_v1 = [
     path("", include("accounts.api.urls")),
@@ -15,11 +15,11 @@ api_v1 = [
 urlpatterns = [
     path("", DashboardView.as_view(), name="home"),
     path("account/", include("portal.urls_accounts")),
-    path("studies/", include("studies.urls_studies")),
-    path("upload/", include("studies.urls_upload")),
+    path("studies/", include("studies.index.urls")),
+    path("upload/", include("studies.uploads.urls")),
     path("jobs/", include("jobs.urls")),
     path("users/", include("accounts.urls")),
-    path("storage/", include("studies.urls_storage")),
+    path("storage/", include("studies.media.urls")),
     path("settings/", include("configuration.urls")),
     path("audit/", include("audit.urls")),
     path("api/v1/", include(api_v1)),

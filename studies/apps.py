@@ -8,6 +8,6 @@ class StudiesConfig(AppConfig):
     verbose_name = "Studies and storage"
 
     def ready(self) -> None:
-        from studies import lookups
+        from studies.index import lookups
 
         lookups.register()

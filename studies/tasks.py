@@ -6,10 +6,10 @@ from celery import shared_task
 
 from jobs.runs import RunCounts, last_counts, periodic_job
 from jobs.tasks import TenantScopedTask
-from studies import maintenance
 from studies.ingest import ingest_items_process, ingest_job_refresh, ingest_jobs_recover
 from studies.ingest.jobs import ingest_jobs_stalled
-from studies.services import media_measure_usage
+from studies.maintenance import services as maintenance
+from studies.media.services import media_measure_usage
 
 
 @shared_task(base=TenantScopedTask, name="studies.measure_storage_usage")
@@ -49,7 +49,7 @@ def recover_ingest(period: str) -> dict[str, Any] | None:
 @shared_task(base=TenantScopedTask, name="studies.make_series_thumbnail")
 def make_series_thumbnail(series_id: int) -> bool:
     """Render the series' thumbnail (or record why it cannot be made); safe to re-run."""
-    from studies.study_services import series_thumbnail_make
+    from studies.index.services import series_thumbnail_make
 
     series = series_thumbnail_make(series_id=series_id)
     return bool(series is not None and series.thumbnail)

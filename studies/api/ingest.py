@@ -17,7 +17,7 @@ from accounts.permissions import Capability, HasCapability
 from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestSource
 from studies.storage import CHUNK
-from studies.uploads import (
+from studies.uploads.services import (
     UploadRefused,
     ingest_job_items,
     ingest_job_list,

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.permissions import Capability, HasCapability
-from studies import selectors, study_services
+from studies.index import selectors, services
 from studies.models import Series, Study
 
 
@@ -132,10 +132,10 @@ class StudyViewSet(viewsets.GenericViewSet):
     @extend_schema(responses=StudyDetailOutput)
     def retrieve(self, request: Request, study_instance_uid: str) -> Response:
         study = self.get_object()
-        study_services.study_view_record(study=study, request=request._request)
+        services.study_view_record(study=study, request=request._request)
         return Response(StudyDetailOutput(study).data)
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request: Request, study_instance_uid: str) -> Response:
-        study_services.study_delete(study=self.get_object(), request=request._request)
+        services.study_delete(study=self.get_object(), request=request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)

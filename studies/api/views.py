@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.permissions import Capability, HasCapability
-from studies import selectors, services
 from studies.api import serializers as s
+from studies.media import selectors, services
 from studies.models import StorageMedium
 
 

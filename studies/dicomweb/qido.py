@@ -1,7 +1,7 @@
 """QIDO-RS (PS3.18 10.6): search for studies, series and instances, answered from the index.
 
 Query keys are attribute keywords or tags (`PatientName=DOE*`, `00100020=123`) matched as
-`studies.query` does it (the rules C-FIND uses too), plus `includefield` (a list, or
+`studies.index.query` does it (the rules C-FIND uses too), plus `includefield` (a list, or
 `all`), `limit`, `offset` and `fuzzymatching` (declined with a warning: only literal and
 wildcard matching is done). A key the index cannot match is a 400 that names it, rather
 than a silently wider answer; an attribute it cannot return is left out with a warning.
@@ -24,7 +24,7 @@ from studies.dicomweb.access import (
     checked_uid,
     warning,
 )
-from studies.query import (
+from studies.index.query import (
     BY_KEYWORD,
     DEFAULT_RETURN,
     IndexQuery,

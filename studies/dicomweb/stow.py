@@ -57,7 +57,7 @@ from studies.ingest import (
 )
 from studies.ingest.outcomes import store_status
 from studies.models import IngestJob, IngestSource, Instance, ItemOutcome
-from studies.uploads import max_upload_bytes
+from studies.uploads.services import max_upload_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -61,11 +61,11 @@ from studies.dicomweb.access import (
 )
 from studies.dicomweb.multipart import media_type_parse
 from studies.dicomweb.negotiation import MediaRange, accepted
+from studies.index.selectors import series_middle_instance, study_series
+from studies.index.services import THUMBNAIL_SIZE, zip_stream
+from studies.index.thumbnails import frame_image
 from studies.models import Instance, Series, Study
-from studies.selectors import series_middle_instance, study_series
 from studies.storage import CHUNK, StoragePathError, instance_path
-from studies.study_services import THUMBNAIL_SIZE, zip_stream
-from studies.thumbnails import frame_image
 
 logger = logging.getLogger(__name__)
 

@@ -163,7 +163,7 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
                 )
                 fsync_directories(quarantine_dirs)
                 if index.new_series_ids:
-                    from studies.study_services import thumbnail_queue_for_new_series
+                    from studies.index.services import thumbnail_queue_for_new_series
 
                     thumbnail_queue_for_new_series(index.new_series_ids)
             break

@@ -20,7 +20,7 @@ from configuration.services import settings_update
 from tenants.models import Tenant
 from tests.browser.conftest import TENANT_ADMIN_PASSWORD, LiveServer, public_schema
 from tests.browser.test_superadmin_flow import log_in
-from tests.studies.test_ingest import ingest
+from tests.studies.ingest.test_ingest import ingest
 
 VIEWER_PAGE = b"<!doctype html><title>viewer</title><p>A viewer on its own origin.</p>"
 

@@ -45,7 +45,7 @@ from dicomnet.queryretrieve import (
     find_request,
     retrieve_request,
 )
-from studies.query import Level
+from studies.index.query import Level
 from tests.conftest import require_tool
 from tests.dicomnet import test_gateway
 from tests.dicomnet.test_gateway import (

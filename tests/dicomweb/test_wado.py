@@ -28,7 +28,7 @@ from studies.storage import instance_path
 from tenants.models import Tenant
 from tests.conftest import logged_in, tenant_client
 from tests.studies.conftest import storage  # noqa: F401
-from tests.studies.test_ingest import bundled, distinct_instances, ingest
+from tests.studies.ingest.test_ingest import bundled, distinct_instances, ingest
 
 RETRIEVE = "dicomweb.retrieve"
 ANY_SYNTAX = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'

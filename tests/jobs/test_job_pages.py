@@ -13,7 +13,7 @@ from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_subm
 from studies.models import IngestItem, IngestJob, IngestJobStatus, ItemOutcome, Study
 from tests.conftest import logged_in, tenant_client
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
-from tests.studies.test_maintenance import new_study
+from tests.studies.maintenance.test_maintenance import new_study
 
 
 def client_for(make_user, tenant, role):

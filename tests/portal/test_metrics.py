@@ -15,7 +15,7 @@ from tenants.selectors import TenantFigures, tenant_figures
 from tests.conftest import tenant_client
 from tests.portal.test_health import run_while_locked
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
-from tests.studies.test_ingest import bundled, ingest
+from tests.studies.ingest.test_ingest import bundled, ingest
 
 OUTSIDE = "203.0.113.9"
 

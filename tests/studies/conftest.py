@@ -8,7 +8,7 @@ import pytest
 from django_tenants.utils import schema_context
 
 from audit.models import AuditEvent
-from studies import services
+from studies.media import services
 from studies.models import StorageMedium
 from tenants.models import Tenant
 

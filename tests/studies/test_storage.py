@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from django_tenants.utils import schema_context
 
+from studies.media.services import media_measure_usage
 from studies.models import StorageMedium
-from studies.services import media_measure_usage
 from studies.storage import StoragePathError, measure_usage, resolve_inside
 
 

@@ -35,8 +35,9 @@ from accounts.services import user_create
 from audit.models import AuditEvent
 from configuration.models import RemoteNode, SettingChange, TenantSettings
 from configuration.services import node_create, settings_update
+from studies.index.services import series_thumbnail_make
 from studies.ingest import ingest_items_process
-from studies.maintenance import ingest_job_retry
+from studies.maintenance.services import ingest_job_retry
 from studies.models import (
     IngestItem,
     IngestJob,
@@ -49,13 +50,12 @@ from studies.models import (
     Study,
 )
 from studies.storage import instance_path
-from studies.study_services import series_thumbnail_make
 from tenants import backup
 from tenants.backup import BackupError, Manifest, manifest_verify, tenant_export, tenant_import
 from tenants.models import Tenant, TenantEvent
 from tenants.services import tenant_create, tenant_delete, tenant_purge
 from tests.conftest import test_database_url
-from tests.studies.test_ingest import distinct_instances, ingest
+from tests.studies.ingest.test_ingest import distinct_instances, ingest
 
 PASSWORD = "a-long-and-unguessable-password-42"
 FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm"]
@@ -136,7 +136,7 @@ def committed(django_db_setup, django_db_blocker) -> Iterator[None]:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         # Thumbnails are made below, synchronously; no task goes to a broker nobody reads.
         patch.setattr(
-            "studies.study_services.thumbnail_queue_for_new_series", lambda series_ids: None
+            "studies.index.services.thumbnail_queue_for_new_series", lambda series_ids: None
         )
         connection.set_schema_to_public()
         yield

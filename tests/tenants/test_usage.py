@@ -19,9 +19,9 @@ from audit.models import Outcome
 from audit.services import audit_record
 from configuration.models import RetentionRule
 from jobs.models import JobRun, JobStatus
-from studies.maintenance import retention_apply
+from studies.index.services import study_delete
+from studies.maintenance.services import retention_apply
 from studies.models import Instance, StorageMedium, Study
-from studies.study_services import study_delete
 from tenants import services
 from tenants.models import Tenant, UsageRecord
 from tenants.tasks import meter_usage
@@ -29,7 +29,7 @@ from tenants.usage import usage_record_compute, utc_today
 from tests.conftest import TWINS, logged_in, tenant_client
 from tests.dicomweb.test_qido import index_study
 from tests.studies.conftest import storage  # noqa: F401
-from tests.studies.test_ingest import distinct_instances, ingest
+from tests.studies.ingest.test_ingest import distinct_instances, ingest
 
 DAY = utc_today() - timedelta(days=5)
 

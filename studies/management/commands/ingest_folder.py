@@ -15,7 +15,7 @@ from studies.ingest import (
     ingest_job_refresh,
 )
 from studies.models import IngestJob, IngestSource, ItemOutcome
-from studies.uploads import folder_files, ingest_job_start
+from studies.uploads.services import folder_files, ingest_job_start
 from tenants.models import Tenant
 
 

@@ -12,12 +12,12 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from accounts.models import Role
+from studies.index.services import thumbnail_queue_for_new_series
+from studies.index.thumbnails import ThumbnailError, render_thumbnail
 from studies.models import IngestJob, Series
-from studies.study_services import thumbnail_queue_for_new_series
 from studies.tasks import make_series_thumbnail
-from studies.thumbnails import ThumbnailError, render_thumbnail
 from tests.conftest import logged_in, tenant_client
-from tests.studies.test_study_pages import dicom, store
+from tests.studies.index.test_study_pages import dicom, store
 
 
 def bundled(name: str) -> Path:

@@ -18,7 +18,7 @@ from configuration.models import RetentionRule
 from configuration.selectors import tenant_settings
 from jobs.models import JobRun, JobStatus
 from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
-from studies.maintenance import (
+from studies.maintenance.services import (
     SYSTEM_ACTOR,
     file_sha256,
     media_migrate_watermarks,

@@ -1,10 +1,8 @@
-"""Tenant site pages about the archive: the dashboard and /storage/ (storage media)."""
+"""The pages of /storage/: the tenant's storage media, their usage, edits and probes."""
 
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model
-from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -14,39 +12,14 @@ from django.views import View
 from django.views.generic import FormView, ListView, TemplateView
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
-from jobs.models import JobRun, JobStatus
-from studies import selectors, services
-from studies.forms import MediumEditForm, MediumFilterForm, MediumForm, MediumStatusForm
-from studies.models import IngestJob, MediumStatus, StorageMedium
+from studies.media import selectors, services
+from studies.media.forms import MediumEditForm, MediumFilterForm, MediumForm, MediumStatusForm
+from studies.models import MediumStatus, StorageMedium
 from studies.storage import measure_usage
 
 
 def _tenant(request: HttpRequest) -> Any:
     return request.tenant  # type: ignore[attr-defined]
-
-
-class DashboardView(LoginRequiredMixin, TemplateView):
-    template_name = "studies/dashboard.html"
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        media = list(StorageMedium.objects.exclude(status=MediumStatus.RETIRED))
-        summary = selectors.storage_summary(quota_bytes=_tenant(self.request).quota_bytes)
-        users = get_user_model().objects.filter(is_active=True)
-        return super().get_context_data(
-            media=media,
-            summary=summary,
-            used_bytes=summary.used_bytes,
-            capacity_bytes=summary.capacity_bytes,
-            user_count=users.count(),
-            roles=users.values_list("role", flat=True),
-            failed_jobs=JobRun.objects.filter(status=JobStatus.FAILED).count(),
-            recent_runs=JobRun.objects.all()[:5],
-            alerts=[m for m in media if m.status == MediumStatus.ONLINE and m.above_high_watermark],
-            archive=selectors.archive_counts(),
-            activity=selectors.ingest_activity(days=14),
-            recent_ingests=IngestJob.objects.all()[:5],
-            **kwargs,
-        )
 
 
 class StorageView(CapabilityRequiredMixin, ListView):

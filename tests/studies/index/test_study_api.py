@@ -8,8 +8,8 @@ from accounts.models import Role, TokenScope
 from accounts.services import api_token_create
 from audit.models import AuditEvent
 from tests.conftest import tenant_client
-from tests.studies import test_study_pages as pages
-from tests.studies.test_study_pages import dicom, store, study_of
+from tests.studies.index import test_study_pages as pages
+from tests.studies.index.test_study_pages import dicom, store, study_of
 
 archive = pages.archive  # the same three alpha studies and one beta study as the pages use
 

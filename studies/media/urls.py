@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from studies import views
+from studies.media import views
 
 urlpatterns = [
     path("", views.StorageView.as_view(), name="storage"),

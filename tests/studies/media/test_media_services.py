@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django_tenants.utils import schema_context
 
 from audit.models import AuditEvent
-from studies import services
+from studies.media import services
 from studies.models import StorageMedium
 from tests.studies.conftest import GIB, audit_actions, media_state
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from studies import upload_views
+from studies.uploads import views as upload_views
 
 urlpatterns = [
     path("", upload_views.UploadView.as_view(), name="upload"),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.db.models import Q
 
-from studies.query import (
+from studies.index.query import (
     ATTRIBUTES,
     BY_KEYWORD,
     Level,
@@ -15,7 +15,7 @@ from studies.query import (
     match_condition,
 )
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
+CONFORMANCE = Path(__file__).resolve().parents[3] / "docs" / "conformance.md"
 
 
 def test_the_conformance_statement_lists_every_index_attribute():

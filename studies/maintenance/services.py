@@ -18,6 +18,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from configuration.models import RetentionRule
 from configuration.validators import ALL_MODALITIES
+from studies.index.services import study_delete
 from studies.ingest import Refusal, ingest_job_submit
 from studies.models import (
     IngestItem,
@@ -40,7 +41,6 @@ from studies.storage import (
     tenant_root,
     write_atomically,
 )
-from studies.study_services import study_delete
 
 logger = logging.getLogger(__name__)
 

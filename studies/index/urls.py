@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from studies import study_views
+from studies.index import views
 
 
 class UidConverter:
@@ -20,17 +20,17 @@ class UidConverter:
 register_converter(UidConverter, "uid")
 
 urlpatterns = [
-    path("", study_views.StudyListView.as_view(), name="study_list"),
-    path("<uid:study_uid>/", study_views.StudyDetailView.as_view(), name="study_detail"),
+    path("", views.StudyListView.as_view(), name="study_list"),
+    path("<uid:study_uid>/", views.StudyDetailView.as_view(), name="study_detail"),
     path(
         "<uid:study_uid>/series/<uid:series_uid>/thumbnail.png",
-        study_views.SeriesThumbnailView.as_view(),
+        views.SeriesThumbnailView.as_view(),
         name="series_thumbnail",
     ),
     path(
         "<uid:study_uid>/download.zip",
-        study_views.StudyDownloadView.as_view(),
+        views.StudyDownloadView.as_view(),
         name="study_download",
     ),
-    path("<uid:study_uid>/delete/", study_views.StudyDeleteView.as_view(), name="study_delete"),
+    path("<uid:study_uid>/delete/", views.StudyDeleteView.as_view(), name="study_delete"),
 ]

@@ -12,7 +12,7 @@ from accounts.models import Role, TokenScope
 from accounts.services import api_token_create
 from studies.models import IngestJob, IngestJobStatus, Instance, ItemOutcome
 from tests.conftest import tenant_client
-from tests.studies.test_upload import dicom_bytes, eager_tasks, named, zipped
+from tests.studies.uploads.test_upload import dicom_bytes, eager_tasks, named, zipped
 
 
 @pytest.fixture

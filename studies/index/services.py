@@ -15,10 +15,10 @@ from django.db.models.functions import Greatest
 from django.http import HttpRequest
 
 from audit.services import audit_record
-from studies import selectors
+from studies.index import selectors
+from studies.index.thumbnails import ThumbnailError, render_thumbnail, write_thumbnail
 from studies.models import Instance, Series, StorageMedium, Study
 from studies.storage import StoragePathError, instance_path, resolve_inside, tenant_root
-from studies.thumbnails import ThumbnailError, render_thumbnail, write_thumbnail
 
 logger = logging.getLogger(__name__)
 

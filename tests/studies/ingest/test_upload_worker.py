@@ -38,7 +38,7 @@ from tenants.services import tenant_create, tenant_delete, tenant_purge
 from tests.conftest import tenant_client
 
 pytestmark = pytest.mark.worker
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 VISIBILITY_TIMEOUT = 5
 
 

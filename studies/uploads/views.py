@@ -23,7 +23,7 @@ from accounts.permissions import Capability, CapabilityRequiredMixin, has_capabi
 from studies.ingest import ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestJobStatus, IngestSource
 from studies.storage import StoragePathError
-from studies.uploads import (
+from studies.uploads.services import (
     UploadRefused,
     ingest_job_items,
     ingest_job_list,

@@ -1,4 +1,4 @@
-"""Storage media forms; they only collect input, the rules live in studies/services.py."""
+"""Storage media forms; they only collect input, the rules live in studies/media/services.py."""
 
 from decimal import Decimal
 from typing import Any

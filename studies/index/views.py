@@ -17,7 +17,7 @@ from django.views import View
 from django.views.generic import ListView, TemplateView
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
-from studies import selectors, study_services
+from studies.index import selectors, services
 from studies.models import Series, Study
 
 
@@ -119,17 +119,17 @@ class StudyDetailView(CapabilityRequiredMixin, StudyMixin, TemplateView):
     template_name = "studies/study_detail.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        study_services.study_view_record(study=self.study, request=self.request)
+        services.study_view_record(study=self.study, request=self.request)
         series = list(selectors.study_series(study=self.study))
         for item in series:
             if item.thumbnail or item.thumbnail_error or not item.num_instances:
                 continue
-            if study_services.thumbnail_cheap_to_make(series=item):
-                made = study_services.series_thumbnail_make(series_id=item.pk)
+            if services.thumbnail_cheap_to_make(series=item):
+                made = services.series_thumbnail_make(series_id=item.pk)
                 if made is not None:
                     item.thumbnail, item.thumbnail_error = made.thumbnail, made.thumbnail_error
             else:
-                study_services.thumbnail_queue_for_new_series([item.pk])
+                services.thumbnail_queue_for_new_series([item.pk])
         return super().get_context_data(series_list=series, **kwargs)
 
 
@@ -140,7 +140,7 @@ class SeriesThumbnailView(CapabilityRequiredMixin, StudyMixin, View):
 
     def get(self, request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponseBase:
         series = Series.objects.filter(study=self.study, series_instance_uid=series_uid).first()
-        path = study_services.series_thumbnail_file(series=series) if series else None
+        path = services.series_thumbnail_file(series=series) if series else None
         if path is None:
             raise Http404("No thumbnail.")
         response = FileResponse(path.open("rb"), content_type="image/png")
@@ -152,7 +152,7 @@ class StudyDownloadView(CapabilityRequiredMixin, StudyMixin, View):
     capability = Capability.STUDIES_VIEW
 
     def get(self, request: HttpRequest, study_uid: str) -> StreamingHttpResponse:
-        stream = study_services.study_download(study=self.study, request=request)
+        stream = services.study_download(study=self.study, request=request)
         response = StreamingHttpResponse(stream, content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="{study_uid}.zip"'
         response["Cache-Control"] = "private, no-store"
@@ -166,7 +166,7 @@ class StudyDeleteView(CapabilityRequiredMixin, StudyMixin, TemplateView):
     template_name = "studies/study_delete.html"
 
     def post(self, request: HttpRequest, study_uid: str) -> HttpResponse:
-        deletion = study_services.study_delete(study=self.study, request=request)
+        deletion = services.study_delete(study=self.study, request=request)
         messages.success(
             request,
             f"Study {deletion.study_instance_uid} deleted: {deletion.series} series, "

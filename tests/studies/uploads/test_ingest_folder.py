@@ -10,7 +10,7 @@ from django_tenants.utils import schema_context
 
 from studies.models import IngestJob, IngestJobStatus, IngestSource, Instance
 from tenants.services import tenant_suspend
-from tests.studies.test_upload import dicom_bytes
+from tests.studies.uploads.test_upload import dicom_bytes
 
 
 @pytest.fixture

@@ -1,0 +1,2 @@
+"""The study index: reads and searches (selectors, query), deletion, thumbnails, zips and the
+/studies/ pages."""

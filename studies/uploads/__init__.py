@@ -1,0 +1,1 @@
+"""Uploads: files, zips and server folders staged into ingest jobs, and the /upload/ pages."""
