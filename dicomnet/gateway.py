@@ -49,7 +49,7 @@ from studies.ingest import (
 from studies.ingest.outcomes import Refusal as IngestRefusal
 from studies.ingest.outcomes import StoreStatus, store_status
 from studies.models import IngestItem, IngestJob, IngestSource, ItemOutcome
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ MAX_ASSOCIATIONS = 64
 # A-ASSOCIATE-RJ fields (PS3.8 9.3.4): rejected-permanent, by the service user.
 REJECTED_PERMANENT = 0x01
 SERVICE_USER = 0x01
+# ... or rejected-transient, by the service provider (presentation), local limit exceeded.
+REJECTED_TRANSIENT = 0x02
+SERVICE_PROVIDER_PRESENTATION = 0x03
+LOCAL_LIMIT_EXCEEDED = 0x02
+# How often an open association looks at its tenant's status again (a suspension stops it).
+TENANT_RECHECK_SECONDS = 5.0
 NO_REASON_GIVEN = 0x01
 CALLED_AE_NOT_RECOGNISED = 0x07
 
@@ -92,6 +98,7 @@ class Session:
     address: str
     job: IngestJob | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
+    checked_at: float = field(default_factory=time.monotonic)  # the tenant's status, last
     # C-STOREs refused from their bytes alone: answered at once, recorded later (below).
     refused: list["PendingStore"] = field(default_factory=list)
 
@@ -517,7 +524,20 @@ class DicomGateway:
                 if str(context.abstract_syntax) not in queryretrieve.SOP_CLASSES
             ]
         with self._lock:
-            self._sessions[assoc] = Session(tenant=tenant, calling_ae=calling_ae, address=address)
+            full = self._over_limits(tenant, address)
+            if not full:
+                self._sessions[assoc] = Session(
+                    tenant=tenant, calling_ae=calling_ae, address=address
+                )
+        if full:
+            logger.warning(
+                "association rejected: %s@%s -> %s: %s", calling_ae, address, called_ae, full
+            )
+            assoc.acse.send_reject(
+                REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED
+            )
+            assoc.kill()
+            return
         logger.info(
             "association accepted: %s@%s -> %s (tenant %s)%s",
             calling_ae,
@@ -527,6 +547,30 @@ class DicomGateway:
             "" if admission.may_query else ", store and echo only",
         )
 
+    def _over_limits(self, tenant: Tenant, address: str) -> str:
+        """Why one more association for `tenant` from `address` is over a limit, or "".
+        Called holding the lock."""
+        sessions = list(self._sessions.values())
+        per_tenant = int(settings.PORTAL_DICOM_TENANT_ASSOCIATIONS)
+        per_peer = int(settings.PORTAL_DICOM_PEER_ASSOCIATIONS)
+        if sum(1 for s in sessions if s.tenant.pk == tenant.pk) >= per_tenant:
+            return f"tenant {tenant.slug} holds {per_tenant} associations, its limit"
+        if sum(1 for s in sessions if s.address == address) >= per_peer:
+            return f"{address} holds {per_peer} associations, its limit"
+        return ""
+
+    def _tenant_usable(self, session: Session) -> bool:
+        """Whether the association's tenant may still be served: its status is read again
+        every TENANT_RECHECK_SECONDS, so a suspension stops an open association too."""
+        now = time.monotonic()
+        if now - session.checked_at < TENANT_RECHECK_SECONDS:
+            return session.tenant.is_usable
+        session.checked_at = now
+        tenant_connection().set_schema_to_public()
+        status = Tenant.all_objects.filter(pk=session.tenant.pk).values_list("status").first()
+        session.tenant.status = status[0] if status else TenantStatus.DELETED
+        return session.tenant.is_usable
+
     def _on_echo(self, event: Event) -> int:
         return SUCCESS
 
@@ -535,6 +579,18 @@ class DicomGateway:
         if session is None:  # cannot happen: unaccepted associations get no C-STORE
             return OUT_OF_RESOURCES
         sop_instance_uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID or "")
+        connection_keep()
+        if not self._tenant_usable(session):
+            logger.warning(
+                "C-STORE refused: %s from %s: tenant %s is %s",
+                sop_instance_uid,
+                session.peer,
+                session.tenant.slug,
+                session.tenant.status,
+            )
+            return status_dataset(
+                OUT_OF_RESOURCES, f"This archive is {session.tenant.status}; it takes nothing now."
+            )
         received = receive.received_file(event)
         if received is None or received.error:
             reason = received.error if received else "The object was not received into a file."
@@ -660,6 +716,8 @@ class DicomGateway:
         if session is None:  # cannot happen: unaccepted associations get no requests
             raise RuntimeError("request on an association without a session")
         connection_keep()
+        if not self._tenant_usable(session):  # pynetdicom answers a failure status
+            raise PermissionError(f"tenant {session.tenant.slug} is {session.tenant.status}")
         return session
 
 

@@ -22,6 +22,10 @@ PORTAL_TENANT_ROUTING = env("PORTAL_TENANT_ROUTING", default="subdomain")
 PORTAL_TRUSTED_PROXIES = env.list("PORTAL_TRUSTED_PROXIES", default=[])
 PORTAL_STORAGE_ROOT = Path(env("PORTAL_STORAGE_ROOT", default=str(BASE_DIR / ".var" / "storage")))
 PORTAL_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
+# Of the gateway's 64 simultaneous associations: at most this many for one tenant, and for
+# one peer address, so one hospital's (or one address's) modalities cannot take every slot.
+PORTAL_DICOM_TENANT_ASSOCIATIONS = env.int("PORTAL_DICOM_TENANT_ASSOCIATIONS", default=16)
+PORTAL_DICOM_PEER_ASSOCIATIONS = env.int("PORTAL_DICOM_PEER_ASSOCIATIONS", default=8)
 # How links sent to people (set-password links) are written: scheme and public port.
 PORTAL_URL_SCHEME = env("PORTAL_URL_SCHEME", default="http" if DEBUG else "https")
 PORTAL_URL_PORT = env.int("PORTAL_URL_PORT", default=None)

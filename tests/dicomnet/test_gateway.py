@@ -24,7 +24,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import JPEG2000, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -313,6 +313,69 @@ def test_suspended_tenant_is_rejected(dcmtk, sites, gateway_port, ct) -> None:
     assert store.returncode != 0
     assert a.instances(sop) == []
     assert echoscu(gateway_port, a.ae).returncode == 0
+
+
+def ct_dataset() -> pydicom.Dataset:
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    return ds
+
+
+def test_a_tenant_suspended_mid_association_stops_receiving(
+    sites, gateway_port, monkeypatch
+) -> None:
+    a, _ = sites
+    monkeypatch.setattr(gateway_module, "TENANT_RECHECK_SECONDS", 0.0)
+    client = AE(ae_title="PYCLIENT")
+    client.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = client.associate("127.0.0.1", gateway_port, ae_title=a.ae)
+    assert assoc.is_established
+    try:
+        before, after = ct_dataset(), ct_dataset()
+        assert assoc.send_c_store(before).Status == SUCCESS
+        tenant_suspend(tenant=a.tenant, actor="tests", reason="unpaid")
+        try:
+            refused = assoc.send_c_store(after)
+        finally:
+            connection.set_schema_to_public()
+            tenant_resume(tenant=Tenant.objects.get(pk=a.tenant.pk), actor="tests")
+    finally:
+        assoc.release()
+    assert refused.Status == OUT_OF_RESOURCES and "suspended" in str(refused.ErrorComment)
+    assert len(a.instances(str(before.SOPInstanceUID))) == 1
+    assert a.instances(str(after.SOPInstanceUID)) == []
+
+
+def test_one_tenant_cannot_take_every_association(sites, gateway_port, settings) -> None:
+    a, b = sites
+    settings.PORTAL_DICOM_TENANT_ASSOCIATIONS = 2
+    client = AE(ae_title="PYCLIENT")
+    client.add_requested_context(Verification)
+    held = [client.associate("127.0.0.1", gateway_port, ae_title=a.ae) for _ in range(2)]
+    try:
+        assert all(assoc.is_established for assoc in held)
+        third = client.associate("127.0.0.1", gateway_port, ae_title=a.ae)
+        assert third.is_rejected
+        assert (third.acceptor.primitive.result, third.acceptor.primitive.diagnostic) == (
+            0x02,  # rejected-transient: try later
+            0x02,  # local limit exceeded
+        )
+        other = client.associate("127.0.0.1", gateway_port, ae_title=b.ae)
+        assert other.is_established  # the other tenant's slots are its own
+        assert other.send_c_echo().Status == SUCCESS
+        other.release()
+    finally:
+        for assoc in held:
+            assoc.release()
+    settings.PORTAL_DICOM_TENANT_ASSOCIATIONS = 16
+    settings.PORTAL_DICOM_PEER_ASSOCIATIONS = 1
+    one = client.associate("127.0.0.1", gateway_port, ae_title=b.ae)
+    try:
+        assert one.is_established
+        assert client.associate("127.0.0.1", gateway_port, ae_title=a.ae).is_rejected
+    finally:
+        one.release()
 
 
 @pytest.fixture
