@@ -30,6 +30,9 @@ PORTAL_DICOM_PEER_ASSOCIATIONS = env.int("PORTAL_DICOM_PEER_ASSOCIATIONS", defau
 PORTAL_URL_SCHEME = env("PORTAL_URL_SCHEME", default="http" if DEBUG else "https")
 PORTAL_URL_PORT = env.int("PORTAL_URL_PORT", default=None)
 PORTAL_TENANT_GRACE_DAYS = env.int("PORTAL_TENANT_GRACE_DAYS", default=30)
+# The most one frame may take decoded when the archive renders it (thumbnails, rendered
+# WADO); bigger frames are not decoded (a small compressed file can claim gigabytes).
+PORTAL_MAX_DECODED_FRAME_BYTES = env.int("PORTAL_MAX_DECODED_FRAME_BYTES", default=256 << 20)
 # The largest single DICOM file accepted by any ingest channel.
 PORTAL_MAX_INSTANCE_BYTES = env.int("PORTAL_MAX_INSTANCE_BYTES", default=2 << 30)
 # An ingest job with pending items and no progress for this long lost its tasks (a killed

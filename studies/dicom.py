@@ -201,6 +201,25 @@ BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
 SAMPLES_PER_PIXEL = frozenset({1, 3, 4})
 
 
+def decoded_frame_bytes(header: Any) -> int:
+    """What one frame of `header`'s pixel data takes once decoded, from the header alone."""
+    rows, columns = _int(header, "Rows") or 0, _int(header, "Columns") or 0
+    samples, bits = _int(header, "SamplesPerPixel") or 1, _int(header, "BitsAllocated") or 8
+    return max(rows, 0) * max(columns, 0) * max(samples, 1) * ((max(bits, 1) + 7) // 8)
+
+
+def check_decodable(header: Any, *, limit: int) -> None:
+    """Refuse to decode a frame that would take more than `limit` bytes: a compressed file
+    of a few KiB may claim 65535 x 65535 pixels, and decoders allocate what it claims."""
+    size = decoded_frame_bytes(header)
+    if size > limit:
+        raise DicomParseError(
+            "too-large-to-decode",
+            f"A frame would take {size} bytes decoded, more than the {limit} the archive "
+            "decodes for pictures.",
+        )
+
+
 def check_pixels(dataset: Dataset, *, transfer_syntax_uid: str) -> None:
     """Refuse pixel data a viewer would choke on, from the header and the element's length
     alone (the pixels are never loaded): attributes out of range, native pixel data whose

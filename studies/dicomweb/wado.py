@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
@@ -52,6 +53,7 @@ from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import BaseTag, Tag
 
+from studies.dicom import DicomParseError, check_decodable
 from studies.dicomweb.access import (
     DICOM_JSON,
     DicomWebError,
@@ -431,6 +433,10 @@ class FrameSource:
         if in_place and isinstance(self.element, RawDataElement) and self.element.value is None:
             size = get_expected_length(self.header, "bytes") // self.count
             return FileSlice(self.path, self.element.value_tell + (number - 1) * size, size)
+        try:  # decoding to native: only what the header says fits the decoding limit
+            check_decodable(self.header, limit=int(settings.PORTAL_MAX_DECODED_FRAME_BYTES))
+        except DicomParseError as error:
+            raise DicomWebError(406, f"Cannot send this frame decoded: {error.message}") from None
         pixels = pixel_array(str(self.path), index=number - 1)
         if bits == 1:
             return np.packbits(pixels.astype(np.uint8).ravel(), bitorder="little").tobytes()
@@ -542,6 +548,10 @@ def render(path: Path, how: Rendering) -> bytes:
     number = how.frame or (frames // 2 + 1 if how.thumbnail else 1)
     if number > frames:
         raise DicomWebError(404, f"The instance has {frames} frame(s); there is no frame {number}.")
+    try:
+        check_decodable(header, limit=int(settings.PORTAL_MAX_DECODED_FRAME_BYTES))
+    except DicomParseError as error:
+        raise DicomWebError(406, f"Cannot render this object: {error.message}") from None
     try:
         pixels = pixel_array(str(path), index=number - 1)
     except Exception as error:

@@ -9,8 +9,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from django.conf import settings
 from PIL import Image
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+from studies.dicom import DEFER_BYTES, DicomParseError, check_decodable
 
 
 class ThumbnailError(Exception):
@@ -21,23 +24,31 @@ class ThumbnailError(Exception):
         self.reason = reason
 
 
-def render_thumbnail(path: str | os.PathLike[str], *, size: int = 128) -> bytes:
-    """A PNG of at most `size` x `size` of the file's middle frame."""
+def render_thumbnail(
+    path: str | os.PathLike[str], *, size: int = 128, max_frame_bytes: int | None = None
+) -> bytes:
+    """A PNG of at most `size` x `size` of the file's middle frame: only that frame is read
+    and decoded, and only if it fits `max_frame_bytes` decoded."""
+    limit = max_frame_bytes or int(settings.PORTAL_MAX_DECODED_FRAME_BYTES)
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size=DEFER_BYTES)  # the pixels stay on disk
     except Exception as error:
         raise ThumbnailError(f"Not a readable DICOM file ({error}).") from error
     if "PixelData" not in ds:
         raise ThumbnailError("This object has no image (no pixel data).")
     try:
-        pixels = ds.pixel_array
+        check_decodable(ds, limit=limit)
+    except DicomParseError as error:
+        raise ThumbnailError(error.message) from None
+    frames = max(int(getattr(ds, "NumberOfFrames", 1) or 1), 1)
+    try:
+        pixels = pixel_array(os.fspath(path), index=frames // 2)
     except Exception as error:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "unknown transfer syntax")
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ThumbnailError(f"Pixels cannot be decoded here ({name}): {detail}") from error
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    image = frame_image(ds, pixels[frames // 2] if frames > 1 else pixels)
+    image = frame_image(ds, pixels)
     image.thumbnail((size, size))
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)

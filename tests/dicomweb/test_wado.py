@@ -489,6 +489,29 @@ def test_rendered_parameters_that_are_refused(archive, viewer, query, accept, st
     assert why in reason(response)
 
 
+def test_frames_larger_decoded_than_the_limit_are_not_decoded(archive, viewer, settings):
+    settings.PORTAL_MAX_DECODED_FRAME_BYTES = 10_000  # the RLE frames are 100 x 100 x 3
+    rle = archive.rle
+    instance = f"{archive.path(rle)}/instances/{rle.SOPInstanceUID}"
+    rendered = viewer.get(f"{instance}/rendered")
+    assert rendered.status_code == 406 and "30000 bytes decoded" in reason(rendered)
+    native = viewer.get(
+        f"{instance}/frames/1", HTTP_ACCEPT="multipart/related; type=application/octet-stream"
+    )
+    assert native.status_code == 406 and "30000 bytes decoded" in reason(native)
+    # As stored (its RLE fragments) needs no decoding, and small frames still render.
+    stored = viewer.get(
+        f"{instance}/frames/1",
+        HTTP_ACCEPT='multipart/related; type="image/x-dicom-rle"; transfer-syntax=*',
+    )
+    assert stored.status_code == 200
+    ct = archive.ct[0]
+    settings.PORTAL_MAX_DECODED_FRAME_BYTES = 64 * 64 * 2 * 4
+    assert (
+        viewer.get(f"{archive.path(ct)}/instances/{ct.SOPInstanceUID}/rendered").status_code == 200
+    )
+
+
 def test_one_frame_is_rendered_by_number(archive, viewer):
     rle = archive.rle
     base = f"{archive.path(rle)}/instances/{rle.SOPInstanceUID}/frames"

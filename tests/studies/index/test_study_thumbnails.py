@@ -2,6 +2,7 @@
 the task that makes them, the dashboard's activity chart."""
 
 import io
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,24 @@ def test_undecodable_input_raises_with_a_reason(name, reason):
     with pytest.raises(ThumbnailError) as failure:
         render_thumbnail(bundled("CT_small.dcm").parent / name)
     assert reason in failure.value.reason
+
+
+def test_a_small_file_claiming_a_huge_frame_is_not_decoded(tmp_path):
+    """MR_small_RLE.dcm (a few KiB) saying it is 60000 x 60000: decoding would allocate
+    7.2 GB; the thumbnail is refused from the header, with the size it claims."""
+    ds = pydicom.dcmread(bundled("MR_small_RLE.dcm"))
+    ds.Rows = ds.Columns = 60000
+    path = tmp_path / "claims.dcm"
+    ds.save_as(path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ThumbnailError) as refused:
+            render_thumbnail(path, max_frame_bytes=64 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "7200000000 bytes decoded" in refused.value.reason
+    assert peak < 8 << 20
 
 
 def test_the_task_makes_the_thumbnail_of_the_series(
