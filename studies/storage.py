@@ -210,6 +210,22 @@ def replace_orphan(source: Path, target: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
+def keep_head(source: Path, target: Path, *, limit: int) -> None:
+    """Write the first `limit` bytes of `source` to `target` durably (temp file, fsync,
+    rename); the caller fsyncs `target.parent`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_beside(target)
+    try:
+        with source.open("rb") as stream, temp.open("wb") as out:
+            out.write(stream.read(limit))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def write_atomically(source: Path, root: Path | str, relative: str) -> WrittenFile:
     """Copy `source` to `root/relative` durably (its folder fsynced too), for moves between
     media where source and target must both stay."""

@@ -9,7 +9,6 @@ a crash anywhere: an item is finished exactly once, under its row lock.
 """
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,10 @@ from studies.dicom import ParsedInstance
 from studies.ingest.index import IndexRaced, claim_pending, index_batch
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.parse import Candidate, candidate_parse
-from studies.ingest.receive import quarantine_target
+from studies.ingest.receive import quarantine_keep, quarantine_target
 from studies.models import IngestItem, Instance, ItemOutcome
 from studies.storage import (
     StoragePathError,
-    copy_durably,
     fsync_directories,
     is_inside,
     resolve_inside,
@@ -143,13 +141,8 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
         if not (candidate.staged_inside and staged.is_file()):
             return
         target = quarantine_target(candidate.item_id, candidate.job_id, candidate.name, root=root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(staged, target)
-        except FileExistsError:
-            pass  # linked by an earlier attempt of this batch
-        except OSError:
-            copy_durably(staged, target)
+        code = candidate.refusal.code if candidate.refusal else ""
+        quarantine_keep(staged, target, code=code)
         candidate.quarantined = target
         quarantine_dirs.add(target.parent)
 

@@ -23,8 +23,10 @@ from studies.ingest.sql import Statements, table, values_sql
 from studies.models import IngestItem, IngestJob, ItemOutcome
 from studies.storage import (
     StagingLimitExceeded,
+    copy_durably,
     fsync_directory,
     inside_tenant_root,
+    keep_head,
     quarantine_dir,
     staging_dir,
     write_stream,
@@ -210,6 +212,27 @@ def quarantine_target(item_id: int, job_id: int, name: str, *, root: Path | None
     return folder / f"{item_id}-{safe}"
 
 
+# A refused file that is not DICOM at all is kept only as its first KiB (its SHA-256 is on
+# the item): enough to see what was sent, not a way to fill the disk all tenants share.
+NOT_DICOM_KEPT_BYTES = 1024
+HEAD_ONLY_CODES = frozenset({Refusal.NOT_DICOM})
+
+
+def quarantine_keep(staged: Path, target: Path, *, code: str) -> None:
+    """Put a refused item's staged file in quarantine at `target` (the staged file stays;
+    the caller removes it): linked whole, or only its first KiB when it is not DICOM."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if code in HEAD_ONLY_CODES:
+        keep_head(staged, target, limit=NOT_DICOM_KEPT_BYTES)
+        return
+    try:
+        os.link(staged, target)
+    except FileExistsError:
+        pass  # linked by an earlier attempt of the same batch
+    except OSError:
+        copy_durably(staged, target)
+
+
 def ingest_item_reject(*, item: IngestItem, code: str, reason: str) -> None:
     """Refuse a pending item before processing: a staged file goes to quarantine with the
     reason; an item whose staging broke off (no staged file) is just counted as rejected."""
@@ -217,9 +240,9 @@ def ingest_item_reject(*, item: IngestItem, code: str, reason: str) -> None:
     target = ""
     if staged is not None and inside_tenant_root(staged) and staged.is_file():
         destination = quarantine_target(item.pk, item.job_id, item.name)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, destination)
+        quarantine_keep(staged, destination, code=str(code))
         fsync_directory(destination.parent)
+        staged.unlink()
         target = str(destination)
     with transaction.atomic():
         updated = IngestItem.objects.filter(pk=item.pk, outcome=ItemOutcome.PENDING).update(

@@ -1,6 +1,7 @@
 """A corpus of broken DICOM through the real pipeline: never a crash, a reason for each
 refusal, nothing half-indexed, nothing written outside the tenant's directories."""
 
+import hashlib
 import io
 import struct
 from pathlib import Path
@@ -12,7 +13,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
+from studies.ingest import Refusal, ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import Instance, ItemOutcome, Series, Study
 
 
@@ -87,7 +88,10 @@ def test_each_broken_file_is_refused_with_a_reason_or_stored_whole(alpha, storag
             assert item.outcome == ItemOutcome.REJECTED, label
         if item.outcome == ItemOutcome.REJECTED:
             assert item.reason and item.reason_code, label
-            assert Path(item.quarantine_path).read_bytes() == data
+            # Kept whole, except what is not DICOM at all: its first KiB (and its hash).
+            kept = data[:1024] if item.reason_code == Refusal.NOT_DICOM else data
+            assert Path(item.quarantine_path).read_bytes() == kept
+            assert item.sha256 == hashlib.sha256(data).hexdigest()
             assert Path(item.quarantine_path).is_relative_to(alpha.storage_root)
             assert not Instance.objects.exists() and not Study.objects.exists()
             assert not Series.objects.exists()

@@ -2,6 +2,7 @@
 once, poison items, recovery of jobs whose tasks were lost, and concurrent batches of one
 study leaving exact counts."""
 
+import hashlib
 import io
 import os
 import shutil
@@ -380,3 +381,14 @@ def test_two_workers_ingesting_one_study_leave_exact_counts(
                     path.unlink(missing_ok=True)
                 for pk, used in usage.items():  # committed, so later tests see it otherwise
                     StorageMedium.objects.filter(pk=pk).update(used_bytes=used)
+
+
+def test_a_refused_file_that_is_not_dicom_is_kept_as_its_first_kib(in_alpha):
+    junk, broken = os.urandom(5000), ct()
+    _job, items = stage(junk, broken[:-100])  # not DICOM; DICOM cut short
+    results = ingest_items_process(item_ids=[i.pk for i in items])
+    assert [results[i.pk].reason_code for i in items] == [Refusal.NOT_DICOM, Refusal.TRUNCATED]
+    first, second = (IngestItem.objects.get(pk=i.pk) for i in items)
+    assert Path(first.quarantine_path).read_bytes() == junk[:1024]
+    assert first.sha256 == hashlib.sha256(junk).hexdigest() and first.size_bytes == 5000
+    assert Path(second.quarantine_path).read_bytes() == broken[:-100]  # kept whole
