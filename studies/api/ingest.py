@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
@@ -17,6 +16,7 @@ from accounts.permissions import Capability, HasCapability
 from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestSource
 from studies.storage import CHUNK
+from studies.uploads.handlers import StagingUploadHandler
 from studies.uploads.services import (
     UploadRefused,
     ingest_job_items,
@@ -126,7 +126,7 @@ class IngestCreateView(generics.GenericAPIView):
         return self.get_paginated_response(serializer.data)
 
     def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
-        request.upload_handlers = [TemporaryFileUploadHandler(request)]
+        request.upload_handlers = [StagingUploadHandler(request)]
         return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={202: IngestJobOutput, 413: None})

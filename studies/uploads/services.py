@@ -15,9 +15,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.services import audit_record
-from studies.ingest import JobStaging
+from studies.ingest import JobStaging, Refusal
 from studies.models import IngestItem, IngestJob, IngestJobStatus, ItemOutcome
 from studies.storage import quarantine_dir, resolve_inside, staging_dir
+from studies.uploads.handlers import StagedUpload
 
 GIB = 1 << 30
 BOMB_RATIO = 200
@@ -89,9 +90,20 @@ def upload_stage_files(*, job: IngestJob, files: list[Any]) -> StageCounts:
                 counts_zip = upload_stage_zip(staging=staging, name=name, archive=upload)
                 counts.staged += counts_zip.staged
                 counts.rejected += counts_zip.rejected
+            elif isinstance(upload, StagedUpload):  # received into staging already: renamed
+                counts.add(_adopt(staging, name, upload))
             else:
                 counts.add(staging.stage(name=name, stream=upload))
     return counts
+
+
+def _adopt(staging: JobStaging, name: str, upload: StagedUpload) -> IngestItem:
+    limit, size = int(settings.PORTAL_MAX_INSTANCE_BYTES), upload.size or 0
+    if size > limit:
+        return staging.refuse(
+            name=name, code=Refusal.TOO_LARGE, reason=f"The file is larger than {limit} bytes."
+        )
+    return staging.adopt(name=name, path=upload.path, size=size, sha256=upload.sha256)
 
 
 def _unsafe_entry(name: str) -> str:

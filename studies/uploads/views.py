@@ -3,7 +3,6 @@
 from typing import Any
 
 from django.contrib import messages
-from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.http import (
     FileResponse,
     Http404,
@@ -23,6 +22,7 @@ from accounts.permissions import Capability, CapabilityRequiredMixin, has_capabi
 from studies.ingest import ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestJobStatus, IngestSource
 from studies.storage import StoragePathError
+from studies.uploads.handlers import StagingUploadHandler
 from studies.uploads.services import (
     UploadRefused,
     ingest_job_items,
@@ -68,7 +68,7 @@ class StreamingUploadMixin(CapabilityRequiredMixin):
                 return render(request, "errors/forbidden.html", status=403)
             if reason := _too_large(request):
                 return JsonResponse({"detail": reason}, status=413)
-            request.upload_handlers = [TemporaryFileUploadHandler(request)]
+            request.upload_handlers = [StagingUploadHandler(request)]
             parent = super().dispatch
             return csrf_protect(lambda r, *a, **k: parent(r, *a, **k))(request, *args, **kwargs)
         return super().dispatch(request, *args, **kwargs)

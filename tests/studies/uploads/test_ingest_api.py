@@ -1,10 +1,13 @@
 """/api/v1/ingest/: multipart and raw application/dicom uploads, job status, token scopes,
 size limits and tenant isolation."""
 
+import hashlib
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
+from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.test import override_settings
 from django_tenants.utils import schema_context
 
@@ -71,6 +74,30 @@ def test_multipart_files_and_zips_with_a_store_token(alpha, storage, store_api, 
     rejected = store_api.get(f"/api/v1/ingest/{body['id']}/items/?outcome=rejected").json()
     assert [i["name"] for i in rejected["results"]] == ["junk.bin"]
     assert rejected["results"][0]["reason"]
+
+
+def test_uploaded_files_are_written_once_straight_into_staging(
+    alpha, storage, store_api, monkeypatch
+):
+    """No temp file of Django's: each file lands in the tenant's staging area as it arrives,
+    hashed there, and is renamed into its job; a zip, extracted, leaves nothing behind."""
+
+    def no_temp_files(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("an upload went through Django's temp directory")
+
+    monkeypatch.setattr(TemporaryUploadedFile, "__init__", no_temp_files)
+    ct = dicom_bytes()
+    response = store_api.post(
+        "/api/v1/ingest/",
+        {"files": [named("ct.dcm", ct), zipped({"mr.dcm": dicom_bytes("MR_small.dcm")})]},
+    )
+    assert response.status_code == 202, response.content
+    with schema_context(alpha.schema_name):
+        items = {i.name: i for i in IngestJob.objects.get(pk=response.json()["id"]).items.all()}
+    assert set(items) == {"ct.dcm", "upload.zip/mr.dcm"}
+    staged = Path(items["ct.dcm"].staged_path)
+    assert staged.read_bytes() == ct and items["ct.dcm"].sha256 == hashlib.sha256(ct).hexdigest()
+    assert list((storage / ".staging" / "incoming").iterdir()) == []  # the zip is gone too
 
 
 def test_one_raw_application_dicom_body(alpha, storage, store_api, run_tasks):
