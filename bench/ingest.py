@@ -205,6 +205,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Celery worker pool size, -c (default: 2).",
     )
     portal.add_argument(
+        "--gateway-processes",
+        type=int,
+        default=2,
+        help="dicom_gateway --processes: processes sharing the DICOM port (default: 2, one "
+        "per core here).",
+    )
+    portal.add_argument(
         "--no-warmup",
         action="store_true",
         help="Skip the untimed warm-up: before the first set, --clients x --batch (at most "
@@ -1023,6 +1030,7 @@ def start_portal(ctx: Context, stack: ExitStack, channels: list[str]) -> dict[st
         ctx.gateway_port = free_port()
         commands["gateway"] = [python, "manage.py", "dicom_gateway", "--host", "127.0.0.1"]
         commands["gateway"] += ["--port", str(ctx.gateway_port)]
+        commands["gateway"] += ["--processes", str(args.gateway_processes)]
         gateway = stack.enter_context(
             service(commands["gateway"], ctx.logs / "gateway.log", ctx.gateway_port)
         )
@@ -1124,7 +1132,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"Portal: gunicorn deploy/gunicorn.conf.py {a['web_workers']} workers x "
         f"{a['web_threads']} threads, Celery worker -c {a['celery_concurrency']}, "
-        "dicom_gateway, DEBUG off, CONN_MAX_AGE=60. Orthanc: fresh SQLite index and storage "
+        f"dicom_gateway --processes {a.get('gateway_processes', 1)}, DEBUG off, "
+        "CONN_MAX_AGE=60. Orthanc: fresh SQLite index and storage "
         "per row, StorageCompression off, SyncStorageArea on, DICOMweb plugin, TCP_NODELAY.",
         "",
         "End to end, from the first byte sent until every instance is indexed and stored. "

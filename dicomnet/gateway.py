@@ -316,6 +316,15 @@ def _stage_and_index(
     )
 
 
+class SharedPortServer(ThreadedAssociationServer):
+    """The threaded server, bound with SO_REUSEPORT: one gateway process per core."""
+
+    def server_bind(self) -> None:
+        # pynetdicom's own server_bind ignores socketserver's `allow_reuse_port`.
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class SupportedContexts(list[PresentationContext]):
     """The server's supported presentation contexts, copied for each association without
     `deepcopy`: pynetdicom deep-copies the whole list per association, and for every storage
@@ -407,20 +416,22 @@ class DicomGateway:
             (evt.EVT_C_GET, self._on_get),
         ]
 
-    def server(self, host: str, port: int) -> ThreadedAssociationServer:
-        """A bound server; run it with `serve_forever()` (in a thread to not block)."""
+    def server(self, host: str, port: int, *, shared: bool = False) -> ThreadedAssociationServer:
+        """A bound server; run it with `serve_forever()` (in a thread to not block).
+        `shared`: other gateway processes listen on the same port (SO_REUSEPORT), and the
+        kernel spreads new associations among them."""
         server = self.ae.make_server(
             (host, port),
             evt_handlers=self.handlers,
-            server_class=ThreadedAssociationServer,
+            server_class=SharedPortServer if shared else ThreadedAssociationServer,
             request_handler=partial(GatewayRequestHandler, gateway=self),
         )
         server.contexts = SupportedContexts(server.contexts)
         return server
 
-    def start(self, host: str, port: int) -> ThreadedAssociationServer:
+    def start(self, host: str, port: int, *, shared: bool = False) -> ThreadedAssociationServer:
         """Serve in a daemon thread and return the server (`stop()` ends it)."""
-        server = self.server(host, port)
+        server = self.server(host, port, shared=shared)
         # What `AE.start_server` does too: `server.shutdown()` expects to find it there.
         self.ae._servers.append(server)
         thread = threading.Thread(target=server.serve_forever, name="dicom-gateway", daemon=True)

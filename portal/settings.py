@@ -24,6 +24,8 @@ PORTAL_STORAGE_ROOT = Path(env("PORTAL_STORAGE_ROOT", default=str(BASE_DIR / ".v
 PORTAL_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
 # Of the gateway's 64 simultaneous associations: at most this many for one tenant, and for
 # one peer address, so one hospital's (or one address's) modalities cannot take every slot.
+# Gateway processes sharing the DICOM port (SO_REUSEPORT): one per core uses them all.
+PORTAL_DICOM_PROCESSES = env.int("PORTAL_DICOM_PROCESSES", default=1)
 PORTAL_DICOM_TENANT_ASSOCIATIONS = env.int("PORTAL_DICOM_TENANT_ASSOCIATIONS", default=16)
 PORTAL_DICOM_PEER_ASSOCIATIONS = env.int("PORTAL_DICOM_PEER_ASSOCIATIONS", default=8)
 # How links sent to people (set-password links) are written: scheme and public port.

@@ -6,8 +6,10 @@ tenants are made for this module and purged after it.
 """
 
 import hashlib
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -19,6 +21,7 @@ from pathlib import Path
 import pydicom
 import pydicom.filereader
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import get_commands, load_command_class
 from django.db import connection
 from django_tenants.utils import schema_context
@@ -53,6 +56,7 @@ from tenants.services import (
     tenant_suspend,
 )
 from tests.conftest import require_tool
+from tests.studies.ingest.test_upload_worker import PROJECT_ROOT, _test_database_url
 from tests.studies.test_dicom_parsing import deflated_file
 
 pytestmark = pytest.mark.live
@@ -636,11 +640,62 @@ def test_a_deflate_bomb_is_refused_with_memory_flat(
     assert a.instances(str(meta.MediaStorageSOPInstanceUID)) == []
 
 
+def test_two_gateway_processes_share_the_port(dcmtk, sites, tmp_path) -> None:
+    """`--processes 2`: two children listen on one port (SO_REUSEPORT); eight concurrent
+    storescu associations are all stored; SIGTERM to the parent stops both children."""
+    a, _ = sites
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+        "DATABASE_URL": _test_database_url(),
+        "PORTAL_STORAGE_ROOT": str(django_settings.PORTAL_STORAGE_ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "manage.py", "dicom_gateway", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--processes", "2"]
+    with (tmp_path / "gateway.log").open("wb") as log:
+        parent = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        children: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and echoscu(port, a.ae).returncode != 0:
+            assert parent.poll() is None, (tmp_path / "gateway.log").read_text()
+            time.sleep(0.3)
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+        assert len(children) == 2
+        files, sops = [], []
+        for number in range(8):
+            path = tmp_path / f"{number}.dcm"
+            sops.append(fresh_copy(bundled("CT_small.dcm"), path))
+            files.append(path)
+        senders = [
+            subprocess.Popen(
+                [STORESCU, "-aet", MODALITY, "-aec", a.ae, "127.0.0.1", str(port), str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for path in files
+        ]
+        assert [sender.wait(60) for sender in senders] == [0] * 8
+        assert all(len(a.instances(sop)) == 1 for sop in sops)
+    finally:
+        parent.terminate()
+        parent.wait(60)
+    assert parent.returncode == 0
+    for child in children:
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or "zombie" in Path(f"/proc/{child}/status").read_text()
+        )
+
+
 def test_command_is_installed_and_documents_its_options() -> None:
     assert get_commands().get("dicom_gateway") == "dicomnet"
     parser = load_command_class("dicomnet", "dicom_gateway").create_parser(
         "manage.py", "dicom_gateway"
     )
     usage = parser.format_help()
-    for option in ("--port", "--host", "--ae-title"):
+    for option in ("--port", "--host", "--ae-title", "--processes"):
         assert option in usage

@@ -1,15 +1,20 @@
 """`manage.py dicom_gateway`: C-ECHO, C-STORE and Query/Retrieve for every tenant on one port."""
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 from pynetdicom import _config as pynetdicom_config
 
 from dicomnet.gateway import DEFAULT_AE_TITLE, DicomGateway
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -37,6 +42,14 @@ class Command(BaseCommand):
             default=DEFAULT_AE_TITLE,
             help="The gateway's own AE title, as shown in logs (default: %(default)s).",
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=settings.PORTAL_DICOM_PROCESSES,
+            help="Gateway processes sharing the port, one per core to use both (default: "
+            "PORTAL_DICOM_PROCESSES, %(default)s). The kernel spreads associations among "
+            "them; limits per tenant and per peer count in each process.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] < 2:
@@ -45,15 +58,55 @@ class Command(BaseCommand):
             # (profiled: a few percent of a C-STORE), so they are not bound at all.
             logging.getLogger("pynetdicom").setLevel(logging.WARNING)
             pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+        processes = options["processes"]
+        if processes < 1:
+            raise CommandError("--processes must be at least 1.")
+        self.stdout.write(
+            f"DICOM gateway {options['ae_title']} listening on "
+            f"{options['host']}:{options['port']} in {processes} process(es); Ctrl-C stops it"
+        )
+        self.stdout.flush()
+        if processes == 1:
+            self._serve(options, shared=False)
+            return
+        connections.close_all()  # no connection crosses the fork
+        children = []
+        for _ in range(processes):
+            pid = os.fork()
+            if pid == 0:  # the child serves until its parent passes on a signal
+                code = 0
+                try:
+                    self._serve(options, shared=True)
+                except BaseException:
+                    logger.exception("gateway process %d failed", os.getpid())
+                    code = 1
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda number, _frame: _signal_all(children, number))
+        for pid in children:
+            while True:
+                try:
+                    os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    break
+
+    def _serve(self, options: dict[str, Any], *, shared: bool) -> None:
         gateway = DicomGateway(ae_title=options["ae_title"])
-        server = gateway.start(options["host"], options["port"])
+        server = gateway.start(options["host"], options["port"], shared=shared)
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
-        self.stdout.write(
-            f"DICOM gateway {options['ae_title']} listening on "
-            f"{options['host']}:{options['port']}; Ctrl-C stops it"
-        )
         stopping.wait()
-        self.stdout.write("stopping: open associations get 30 s to finish")
+        self.stdout.write(f"stopping ({os.getpid()}): open associations get 30 s to finish")
         gateway.stop(server)
+
+
+def _signal_all(children: list[int], signum: int) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
