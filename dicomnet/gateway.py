@@ -106,6 +106,12 @@ class Session:
     def peer(self) -> str:
         return f"{self.calling_ae}@{self.address}"
 
+    def job_ensure(self) -> IngestJob:
+        """The association's ingest job, opened on its first object (in the tenant's schema)."""
+        if self.job is None:
+            self.job = ingest_job_create(source=IngestSource.DIMSE, description=f"from {self.peer}")
+        return self.job
+
 
 def tenant_for_called_ae(called_ae: str) -> Tenant | None:
     """The live tenant whose AE title is exactly `called_ae` (read in the public schema)."""
@@ -188,6 +194,14 @@ class PendingStore:
     failed: bool = False
     done: bool = False
 
+    def adopt_into(self, staging: JobStaging) -> IngestItem:
+        """The received file renamed into `staging`'s job, named after its SOP Instance UID."""
+        uid = _UNSAFE_NAME.sub("_", self.sop_instance_uid)[:64] or "instance"
+        received = self.received
+        return staging.adopt(
+            name=f"{uid}.dcm", path=received.path, size=received.size, sha256=received.sha256
+        )
+
 
 class GroupCommit:
     """C-STOREs of one tenant share their commits.
@@ -245,10 +259,7 @@ def store_batch(batch: list[PendingStore]) -> None:
     sessions = {id(p.session): p.session for p in batch}.values()
     with tenant_context(batch[0].session.tenant):
         for session in sessions:
-            if session.job is None:
-                session.job = ingest_job_create(
-                    source=IngestSource.DIMSE, description=f"from {session.peer}"
-                )
+            session.job_ensure()  # outside the transaction: the session keeps it
         # One transaction for the rows and the index: nothing is acknowledged before it
         # commits, so a gateway that dies in it loses nothing a sender was told was stored
         # (the sender sends again), and each C-STORE waits for one commit, not two.
@@ -266,23 +277,8 @@ def store_batch(batch: list[PendingStore]) -> None:
 
 def record_refused(session: Session, refused: list[PendingStore]) -> None:
     with tenant_context(session.tenant):
-        if session.job is None:
-            session.job = ingest_job_create(
-                source=IngestSource.DIMSE, description=f"from {session.peer}"
-            )
-        with JobStaging(session.job) as staging:
-            items = [
-                (
-                    staging.adopt(
-                        name=f"{_UNSAFE_NAME.sub('_', p.sop_instance_uid)[:64] or 'instance'}.dcm",
-                        path=p.received.path,
-                        size=p.received.size,
-                        sha256=p.received.sha256,
-                    ),
-                    p,
-                )
-                for p in refused
-            ]
+        with JobStaging(session.job_ensure()) as staging:
+            items = [(pending.adopt_into(staging), pending) for pending in refused]
         for item, pending in items:
             error = cast(DicomParseError, pending.refusal)
             ingest_item_reject(item=item, code=error.code, reason=error.message)
@@ -300,14 +296,7 @@ def _stage_and_index(
             raise RuntimeError(f"association {session.peer} has no ingest job")
         staging = JobStaging(session.job, claimed=True)
         for pending in (p for p in batch if p.session is session):
-            uid = _UNSAFE_NAME.sub("_", pending.sop_instance_uid)[:64] or "instance"
-            item = staging.adopt(
-                name=f"{uid}.dcm",
-                path=pending.received.path,
-                size=pending.received.size,
-                sha256=pending.received.sha256,
-            )
-            staged.append((item, pending))
+            staged.append((pending.adopt_into(staging), pending))
         staging.flush()
     return ingest_staged_process(
         items=[item for item, _pending in staged],
@@ -321,7 +310,7 @@ class SharedPortServer(ThreadedAssociationServer):
 
     def server_bind(self) -> None:
         # pynetdicom's own server_bind ignores socketserver's `allow_reuse_port`.
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
 

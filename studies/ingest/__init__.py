@@ -21,8 +21,6 @@ from studies.ingest.outcomes import (
 )
 from studies.ingest.receive import (
     JobStaging,
-    ingest_file_stage,
-    ingest_item_refuse,
     ingest_item_reject,
     ingest_item_stage,
     ingest_job_create,
@@ -36,8 +34,6 @@ __all__ = [
     "ItemResult",
     "JobStaging",
     "Refusal",
-    "ingest_file_stage",
-    "ingest_item_refuse",
     "ingest_item_reject",
     "ingest_item_stage",
     "ingest_items_process",

@@ -191,20 +191,6 @@ def ingest_item_stage(
         return staging.stage(name=name, stream=stream, max_bytes=max_bytes)
 
 
-def ingest_file_stage(
-    *, job: IngestJob, name: str, path: Path, size: int, sha256: str
-) -> IngestItem:
-    """Adopt one file already received into this tenant's storage (see `JobStaging.adopt`)."""
-    with JobStaging(job) as staging:
-        return staging.adopt(name=name, path=path, size=size, sha256=sha256)
-
-
-def ingest_item_refuse(*, job: IngestJob, name: str, code: str, reason: str) -> IngestItem:
-    """Record one file that was refused before it could be staged."""
-    with JobStaging(job) as staging:
-        return staging.refuse(name=name, code=code, reason=reason)
-
-
 def quarantine_target(item_id: int, job_id: int, name: str, *, root: Path | None = None) -> Path:
     """Where a refused item's file is kept: `.quarantine/<job>/<item>-<safe name>`."""
     safe = _UNSAFE_NAME.sub("_", Path(name).name)[-100:] or "file"
