@@ -174,10 +174,12 @@ def command_check(command: C_STORE, parsed: ParsedInstance) -> None:
         ("Instance", str(command.AffectedSOPInstanceUID or ""), parsed.sop_instance_uid),
         ("Class", str(command.AffectedSOPClassUID or ""), parsed.sop_class_uid),
     ):
-        if said.strip().rstrip("\x00") != holds:
+        said = said.strip().rstrip("\x00")
+        if said != holds:
+            named = f"SOP {what} UID {said[:64]!r}" if said else f"no SOP {what} UID"
             raise DicomParseError(
                 IngestRefusal.COMMAND_MISMATCH,
-                f"The C-STORE names SOP {what} UID {said[:64]!r}, the data set {holds}.",
+                f"The C-STORE names {named}, the data set {holds}.",
             )
 
 
@@ -721,6 +723,23 @@ class DicomGateway:
         return session
 
 
+# What a C-STORE-RQ must carry for pynetdicom to serve it, less the Affected SOP Instance UID.
+_STORE_SERVED_WITHOUT_INSTANCE = tuple(
+    keyword for keyword in C_STORE.REQUEST_KEYWORDS if keyword != "AffectedSOPInstanceUID"
+)
+
+
+def serve_request(serve: Any, msg: Any, context_id: int) -> None:
+    """pynetdicom drops a request without a required parameter unanswered, and its sender
+    waits for its DIMSE timeout (30 s for storescu). A C-STORE whose Affected SOP Instance
+    UID is empty or all spaces (both decode to none) is served like any other, so that
+    `command_check` refuses it at once with its reason, recorded like other refusals."""
+    if isinstance(msg, C_STORE) and msg.AffectedSOPInstanceUID is None:
+        # On this message only: the class keeps pynetdicom's list.
+        msg.REQUEST_KEYWORDS = _STORE_SERVED_WITHOUT_INSTANCE  # type: ignore[assignment]
+    serve(msg, context_id)
+
+
 class GatewayRequestHandler(RequestHandler):
     """pynetdicom's connection handler with TCP_NODELAY and our association thread body."""
 
@@ -746,5 +765,6 @@ class GatewayRequestHandler(RequestHandler):
         # Thread.start() calls `self.run`; wrapping it gives the thread a fresh database
         # connection, closes the job whatever ends the association, and closes the connection.
         assoc.run = partial(self.gateway.run_association, assoc, assoc.run)  # type: ignore[method-assign]
+        assoc._serve_request = partial(serve_request, assoc._serve_request)  # type: ignore[method-assign]
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()

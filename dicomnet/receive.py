@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -205,19 +208,8 @@ class ReceivingDIMSE(DIMSEServiceProvider):
             if directory is None:
                 return _IncomingFile(None, limit, "The archive cannot receive the object now.")
             command = message.command_set
-            header = b"".join(
-                (
-                    b"\x00" * 128,
-                    b"DICM",
-                    encode_file_meta(
-                        create_file_meta(
-                            sop_class_uid=command.AffectedSOPClassUID,
-                            sop_instance_uid=command.AffectedSOPInstanceUID,
-                            transfer_syntax=self.assoc._accepted_cx[context_id].transfer_syntax[0],
-                        )
-                    ),
-                )
-            )
+            syntax = self.assoc._accepted_cx[context_id].transfer_syntax[0]
+            header = b"\x00" * 128 + b"DICM" + _file_meta(command, syntax)
             # A fresh random name (never the sender's UIDs); a dot name with .tmp is skipped
             # by backups and storage checks while it is in flight.
             incoming = _IncomingFile(Path(directory) / f".dimse-{secrets.token_hex(16)}.tmp", limit)
@@ -241,6 +233,22 @@ class ReceivingDIMSE(DIMSEServiceProvider):
             left, self._incoming = self._incoming, set()
         for incoming in left:
             incoming.discard()
+
+
+def _file_meta(command: Any, transfer_syntax: UID) -> bytes:
+    """The file meta of a received data set, from its command. One whose command names
+    no SOP instance or class (to be refused for it) gets them empty, not invented."""
+    meta = create_file_meta(
+        sop_class_uid=command.get("AffectedSOPClassUID", ""),
+        sop_instance_uid=command.get("AffectedSOPInstanceUID", ""),
+        transfer_syntax=transfer_syntax,
+    )
+    if meta.MediaStorageSOPClassUID and meta.MediaStorageSOPInstanceUID:
+        return encode_file_meta(meta)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_file_meta_info(buffer, meta, enforce_standard=False)
+    return buffer.getvalue()
 
 
 def install(

@@ -17,12 +17,12 @@ import pydicom
 import pydicom.filereader
 import pydicom.filewriter
 import pydicom.uid
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomFileLike
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
+
+from studies import scan
 
 UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 MAX_UID_LENGTH = 64
@@ -142,59 +142,6 @@ def _uid(dataset: Dataset, keyword: str, *, meta: bool = False) -> str:
     return value
 
 
-def _may_be_sequence(element: Any) -> bool:
-    """Whether an element, perhaps still raw or deferred, can hold a sequence. Only those
-    are decoded: decoding all of a CT's few hundred elements cost 12 ms of the 16 ms a
-    parse took (profiled), and pixel data would be loaded."""
-    vr = element.VR
-    if vr is None:  # implicit VR: the dictionary says, unknown (private) tags are decoded
-        try:
-            vr = dictionary_VR(element.tag)
-        except KeyError:
-            return True
-    # UN of undefined length is read as a sequence (PS3.5 6.2.2).
-    return vr in ("SQ", "UN")
-
-
-def check_structure(
-    dataset: Dataset, *, size: int | None = None, limit: int = MAX_SEQUENCE_DEPTH
-) -> None:
-    """One walk over the elements: refuse a file whose top-level elements claim more bytes
-    than its `size` (a truncated transfer), and sequences nested deeper than `limit`.
-
-    Values stay undecoded except those that can hold a sequence (profiled: a CT has a few
-    hundred elements, and two separate walks cost as much as reading the file)."""
-    stack: list[tuple[Dataset, int]] = [(dataset, 0)]
-    while stack:
-        current, depth = stack.pop()
-        end = size if depth == 0 else None  # items lie inside their sequence's length
-        for tag in current.keys():  # noqa: SIM118 - iterating a Dataset would load the pixels
-            raw = current.get_item(tag, keep_deferred=True)
-            if end is not None:
-                tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-                if (
-                    isinstance(tell, int)
-                    and isinstance(length, int)
-                    and length != UNDEFINED_LENGTH
-                    and tell + length > end
-                ):
-                    raise DicomParseError(
-                        "truncated",
-                        f"The file is truncated: element {tag} needs {length} bytes at "
-                        f"offset {tell}, but the file ends at {end}.",
-                    )
-            if not _may_be_sequence(raw):
-                continue
-            element = current[tag]
-            if element.VR != "SQ":
-                continue
-            if depth + 1 > limit:
-                raise DicomParseError(
-                    "too-deep", f"Sequences are nested more than {limit} levels deep."
-                )
-            stack.extend((item, depth + 1) for item in element.value)
-
-
 PIXEL_DATA = 0x7FE00010
 MAX_FRAMES = 100_000
 BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
@@ -269,20 +216,15 @@ def check_pixels(dataset: Dataset, *, transfer_syntax_uid: str) -> None:
         )
 
 
-def parse_dataset(
-    dataset: Dataset, *, transfer_syntax_uid: str, size: int | None = None
-) -> ParsedInstance:
-    """Validate and extract the index fields of an already-read dataset (`size`: of the file
-    it was read from, whose elements must fit in it)."""
+def parse_dataset(dataset: Dataset, *, transfer_syntax_uid: str) -> ParsedInstance:
+    """Validate and extract the index fields of an already-read dataset whose structure
+    `studies.scan` has checked."""
     try:
-        check_structure(dataset, size=size)
         sop_class = _uid(dataset, "SOPClassUID")
         if not is_storage_sop_class(sop_class):
             raise DicomParseError(
                 "not-storable", f"SOP class {sop_class} is not a storage SOP class."
             )
-        if not is_valid_uid(transfer_syntax_uid):
-            raise DicomParseError("invalid-uid", "The transfer syntax UID is not valid.")
         check_pixels(dataset, transfer_syntax_uid=transfer_syntax_uid)
         return ParsedInstance(
             sop_class_uid=sop_class,
@@ -324,47 +266,42 @@ DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 INFLATE_CHUNK = 1 << 20
 
 
-_TRANSFER_SYNTAX_ELEMENT = b"\x02\x00\x10\x00UI"  # (0002,0010) UI, explicit VR little endian
+META_LIMIT = 64 * 1024
+IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 
 
-def _transfer_syntax(path: Path) -> str:
-    """The file meta's transfer syntax UID, read without the data set ("" if unreadable: the
-    full read then says why). The meta is explicit VR little endian (PS3.10 7.1) and the
-    element comes after four short ones, so the first KiB holds it: reading it from the
-    bytes costs a tenth of pydicom's meta reader (profiled, 0.25 of 2.5 ms a parse), which
-    reads odd metas only."""
+def read_meta(path: Path) -> tuple[int, str]:
+    """Where the data set starts and the file meta's transfer syntax UID, from the bytes.
+
+    The meta is group 0002 in explicit VR little endian after the preamble and "DICM"
+    (PS3.10 7.1); it is walked element by element (its group length is not trusted), which
+    costs a tenth of pydicom's meta reader (profiled, 0.25 of 2.5 ms a parse)."""
     with path.open("rb") as stream:
-        head = stream.read(1024)
-    at = head.find(_TRANSFER_SYNTAX_ELEMENT, 132)
-    if at >= 0 and at + 8 <= len(head):
-        length = int.from_bytes(head[at + 6 : at + 8], "little")
-        return head[at + 8 : at + 8 + length].rstrip(b"\x00 ").decode("ascii", "replace")
-    try:
-        meta = pydicom.filereader.read_file_meta_info(path)
-    except Exception:  # pydicom raises many kinds on hostile meta; the full read reports it
-        return ""
-    return str(getattr(meta, "TransferSyntaxUID", "") or "")
-
-
-def _meta_end(path: Path) -> int:
-    """Where the data set starts: after the preamble, "DICM" and the group length's group.
-
-    The group length element (0002,0000), explicit VR UL, must come first (PS3.10 7.1); it
-    is read from the bytes, not trusted beyond the file's size."""
-    with path.open("rb") as stream:
-        head = stream.read(144)
-    if len(head) < 144 or head[128:132] != b"DICM":
+        head = stream.read(META_LIMIT)
+    if len(head) < 132 or head[128:132] != b"DICM":
         raise DicomParseError(
             "not-dicom", "Not a DICOM file (no 'DICM' marker after the 128-byte preamble)."
         )
-    if head[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
-        raise DicomParseError(
-            "unreadable", "The file meta does not start with its group length (0002,0000)."
-        )
-    end = 144 + int.from_bytes(head[140:144], "little")
-    if end > path.stat().st_size:
-        raise DicomParseError("truncated", "The file ends inside its file meta.")
-    return end
+    at, syntax = 132, ""
+    while at + 8 <= len(head) and head[at : at + 2] == b"\x02\x00":
+        vr = head[at + 4 : at + 6]
+        if vr in scan.LONG_VRS:
+            length, value = int.from_bytes(head[at + 8 : at + 12], "little"), at + 12
+        elif vr in scan.SHORT_VRS:
+            length, value = int.from_bytes(head[at + 6 : at + 8], "little"), at + 8
+        else:
+            raise DicomParseError("unreadable", f"The file meta is not explicit VR (offset {at}).")
+        if value + length > len(head):
+            raise DicomParseError(
+                "unreadable", f"The file meta is cut off or longer than {META_LIMIT} bytes."
+            )
+        if head[at + 2 : at + 4] == b"\x10\x00":
+            syntax = head[value : value + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        at = value + length
+    if not syntax:
+        raise DicomParseError("no-transfer-syntax", "The file meta has no transfer syntax UID.")
+    return at, syntax
 
 
 def inflate_to(source: Path, target: Path, *, limit: int) -> int:
@@ -376,7 +313,7 @@ def inflate_to(source: Path, target: Path, *, limit: int) -> int:
     past `limit` is refused before it is all read. Returns the inflated data set's size."""
     meta = pydicom.filereader.read_file_meta_info(source)
     meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    start = _meta_end(source)
+    start, _ = read_meta(source)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate (PS3.5 A.5)
     inflated = 0
     with source.open("rb") as incoming, target.open("wb") as out:
@@ -424,29 +361,34 @@ def _parse_deflated(path: Path, *, max_bytes: int) -> ParsedInstance:
 
 
 def parse_file(path: Path | str, *, max_bytes: int) -> ParsedInstance:
-    """Read a Part 10 file's header (never its pixels) and validate it."""
+    """Read a Part 10 file's header (never its pixels) and validate it: its structure from
+    the bytes first (`studies.scan`), then the index fields through pydicom."""
     path = Path(path)
     size = path.stat().st_size
     if size > max_bytes:
         raise DicomParseError("too-large", f"The file is {size} bytes; the limit is {max_bytes}.")
     if size < 132:
         raise DicomParseError("not-dicom", "The file is too short to be DICOM.")
-    if _transfer_syntax(path) == DEFLATED:
+    start, transfer_syntax = read_meta(path)
+    if transfer_syntax == DEFLATED:
         return _parse_deflated(path, max_bytes=max_bytes)
+    if not is_valid_uid(transfer_syntax):
+        raise DicomParseError("invalid-uid", "The transfer syntax UID is not valid.")
+    try:
+        scan.scan(
+            path,
+            start=start,
+            implicit=transfer_syntax == IMPLICIT_LITTLE,
+            little=transfer_syntax != EXPLICIT_BIG,
+            max_depth=MAX_SEQUENCE_DEPTH,
+        )
+    except scan.StructureError as error:
+        raise DicomParseError(error.code, error.message) from None
     try:
         # Large values (pixels) are deferred: their lengths are checked, never loaded.
         dataset = pydicom.dcmread(path, defer_size=DEFER_BYTES)
-    except InvalidDicomError:
-        raise DicomParseError(
-            "not-dicom",
-            "Not a DICOM file (no 'DICM' marker after the 128-byte preamble).",
-        ) from None
     except RecursionError:
         raise DicomParseError("too-deep", "Sequences are nested too deeply.") from None
     except Exception as error:
         raise DicomParseError("unreadable", f"The file cannot be read as DICOM: {error}.") from None
-    meta: Any = getattr(dataset, "file_meta", None)
-    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
-    if not transfer_syntax:
-        raise DicomParseError("no-transfer-syntax", "The file meta has no transfer syntax UID.")
-    return parse_dataset(dataset, transfer_syntax_uid=transfer_syntax, size=size)
+    return parse_dataset(dataset, transfer_syntax_uid=transfer_syntax)

@@ -19,6 +19,11 @@ class Refusal(StrEnum):
     UNREADABLE = "unreadable"
     TRUNCATED = "truncated"
     TOO_DEEP = "too-deep"
+    # The bytes break PS3.5 (studies/scan.py): pydicom would guess, a viewer would fail.
+    DUPLICATE_TAG = "duplicate-tag"
+    TAG_ORDER = "tag-order"
+    MALFORMED = "malformed"  # items and delimiters that contradict their sequence
+    WRONG_ENCODING = "wrong-encoding"  # not in the VR encoding its transfer syntax says
     MISSING_UID = "missing-uid"
     INVALID_UID = "invalid-uid"
     NOT_STORABLE = "not-storable"
@@ -93,6 +98,10 @@ _STATUS_OF_REFUSAL = {
             Refusal.UNREADABLE,
             Refusal.TRUNCATED,
             Refusal.TOO_DEEP,
+            Refusal.DUPLICATE_TAG,
+            Refusal.TAG_ORDER,
+            Refusal.MALFORMED,
+            Refusal.WRONG_ENCODING,
             Refusal.INVALID_UID,
             Refusal.NO_TRANSFER_SYNTAX,
             Refusal.PIXEL_DATA,

@@ -14,6 +14,7 @@ import threading
 import time
 import tracemalloc
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ from tenants.services import (
     tenant_suspend,
 )
 from tests.conftest import require_tool
+from tests.studies.hostile import STORED, corpus
 from tests.studies.ingest.test_upload_worker import PROJECT_ROOT, _test_database_url
 from tests.studies.test_dicom_parsing import deflated_file
 
@@ -699,3 +701,79 @@ def test_command_is_installed_and_documents_its_options() -> None:
     usage = parser.format_help()
     for option in ("--port", "--host", "--ae-title", "--processes"):
         assert option in usage
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns on the corpus's values
+def test_the_hostile_corpus_by_c_store_gets_each_kinds_status_and_reason(
+    sites, gateway_port, tmp_path, monkeypatch
+) -> None:
+    """Every kind of tests/studies/hostile.py that can travel as a C-STORE, sent as its
+    bytes on one association: each refusal answered with its reason's status and an
+    ErrorComment, recorded with its code; each valid kind stored; the association lives."""
+    a, b = sites
+    specimens = [s for s in corpus(tmp_path) if s.dimse]
+    metas = {s.kind: pydicom.filereader.read_file_meta_info(s.path) for s in specimens}
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+    client = AE(ae_title="PYCLIENT")
+    for pair in {(m.MediaStorageSOPClassUID, m.TransferSyntaxUID) for m in metas.values()}:
+        client.add_requested_context(*pair)
+    assoc = client.associate("127.0.0.1", gateway_port, ae_title=a.ae)
+    assert assoc.is_established
+    answers = {}
+    try:
+        for specimen in specimens:
+            answer = assoc.send_c_store(specimen.path)
+            answers[specimen.kind] = (int(answer.Status), str(answer.get("ErrorComment", "")))
+    finally:
+        assoc.release()
+    wrong = {}
+    for specimen in specimens:
+        status, comment = answers[specimen.kind]
+        expected = (
+            SUCCESS
+            if specimen.expected == STORED
+            else store_status(outcome=ItemOutcome.REJECTED, reason_code=specimen.expected)
+        )
+        if status != expected or (status != SUCCESS and not comment):
+            wrong[specimen.kind] = (hex(expected), hex(status), comment)
+    assert wrong == {}
+    for specimen in specimens:
+        stored = a.instances(specimen.sop_instance_uid)
+        assert len(stored) == (specimen.expected == STORED), specimen.kind
+        assert b.instances(specimen.sop_instance_uid) == []
+    job = last_job(a)
+    with schema_context(a.tenant.schema_name):
+        codes = Counter(
+            job.items.exclude(outcome=ItemOutcome.STORED).values_list("reason_code", flat=True)
+        )
+    assert codes == Counter(s.expected for s in specimens if s.expected != STORED)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns on the UIDs
+@pytest.mark.parametrize("uid", ["", "        "])
+def test_a_c_store_naming_no_instance_is_answered_at_once(
+    sites, gateway_port, tmp_path, monkeypatch, uid
+) -> None:
+    """pynetdicom leaves such a request unanswered; the sender would wait 30 s."""
+    a, _ = sites
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = uid  # what the command will say
+    path = tmp_path / "nameless.dcm"
+    ds.save_as(path)
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+    client = AE(ae_title="PYCLIENT")
+    client.dimse_timeout = 10  # an unanswered request fails the test, not after 30 s
+    client.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = client.associate("127.0.0.1", gateway_port, ae_title=a.ae)
+    try:
+        answer = assoc.send_c_store(path)
+        assert assoc.is_established  # the association goes on
+    finally:
+        assoc.release()
+    assert answer.Status == StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+    assert "names no SOP Instance UID" in str(answer.ErrorComment)
+    assert a.instances(str(ds.SOPInstanceUID)) == []
+    item = recorded_item(a, "instance")
+    assert (item.outcome, item.reason_code) == (ItemOutcome.REJECTED, "command-mismatch")

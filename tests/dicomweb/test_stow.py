@@ -5,6 +5,7 @@ tenant isolation, one audit row per request, and nothing half-stored."""
 import hashlib
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import pydicom
@@ -17,11 +18,20 @@ from pydicom.uid import generate_uid
 from accounts.models import Role, TokenScope
 from accounts.services import api_token_create
 from audit.models import AuditEvent
-from studies.models import IngestItem, IngestJob, IngestJobStatus, IngestSource, Instance
+from studies.ingest.outcomes import store_status
+from studies.models import (
+    IngestItem,
+    IngestJob,
+    IngestJobStatus,
+    IngestSource,
+    Instance,
+    ItemOutcome,
+)
 from studies.storage import instance_path, staging_dir
 from tenants.models import Tenant
 from tests.conftest import logged_in, tenant_client
 from tests.studies.conftest import storage  # noqa: F401
+from tests.studies.hostile import STORED, corpus
 
 BOUNDARY = "stow-test-boundary-1c9e"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -506,3 +516,32 @@ def test_control_characters_a_client_sent_never_reach_a_header(alpha, store_clie
     assert HEADER_VALUE_RE.fullmatch(answer["Warning"])
     assert "application/?evil??" in answer["Warning"]
     assert set(instances(alpha)) == {good_ds.SOPInstanceUID}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns on the corpus's values
+def test_the_hostile_corpus_fails_part_by_part_with_each_kinds_reason(
+    alpha, store_client, tmp_path
+):
+    """Every kind of tests/studies/hostile.py as one part of one request: each refused part
+    is a failure with the status its reason maps to, each valid kind is referenced and
+    indexed, nothing refused is."""
+    specimens = corpus(tmp_path)
+    answer = stow(store_client, body(*(s.path.read_bytes() for s in specimens)))
+    assert answer.status_code == 202, answer.content
+    (job,) = stow_jobs(alpha)
+    items = {i.name: i for i in items_of(alpha, job)}
+    valid = {s.sop_instance_uid for s in specimens if s.expected == STORED}
+    wrong = {}
+    for index, specimen in enumerate(specimens, start=1):
+        item = items[f"stow-part-{index}.dcm"]
+        got = "" if item.outcome == ItemOutcome.STORED else item.reason_code
+        if got != specimen.expected or (got and not item.reason):
+            wrong[specimen.kind] = (specimen.expected, got, item.reason)
+    assert wrong == {}
+    assert {value(r[SOP_INSTANCE]) for r in references(answer)} == valid == set(instances(alpha))
+    reasons = Counter(value(f[FAILURE_REASON]) for f in failures(answer))
+    assert reasons == Counter(
+        store_status(outcome=ItemOutcome.REJECTED, reason_code=s.expected)
+        for s in specimens
+        if s.expected != STORED
+    )

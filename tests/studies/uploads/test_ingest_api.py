@@ -15,6 +15,7 @@ from accounts.models import Role, TokenScope
 from accounts.services import api_token_create
 from studies.models import IngestJob, IngestJobStatus, Instance, ItemOutcome
 from tests.conftest import tenant_client
+from tests.studies.hostile import STORED, corpus
 from tests.studies.uploads.test_upload import dicom_bytes, eager_tasks, named, zipped
 
 
@@ -198,3 +199,29 @@ def test_the_job_list_shows_this_tenants_jobs_newest_first(
     assert [job["description"] for job in listed["results"]] == ["two", "one"]
     failed = store_api.get("/api/v1/ingest/?status=failed").json()
     assert failed["count"] == 2
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns on the corpus's values
+def test_the_hostile_corpus_is_refused_kind_by_kind_and_the_valid_kinds_stored(
+    alpha, storage, store_api, run_tasks, tmp_path
+):
+    """Every kind of tests/studies/hostile.py in one request: each refused item has the
+    kind's reason code and a sentence, each valid kind is indexed, nothing refused is."""
+    specimens = corpus(tmp_path)
+    with run_tasks():
+        response = store_api.post(
+            "/api/v1/ingest/",
+            {"files": [named(s.path.name, s.path.read_bytes()) for s in specimens]},
+        )
+    assert response.status_code == 202, response.content
+    with schema_context(alpha.schema_name):
+        items = {i.name: i for i in IngestJob.objects.get(pk=response.json()["id"]).items.all()}
+        stored = set(Instance.objects.values_list("sop_instance_uid", flat=True))
+    wrong = {}
+    for specimen in specimens:
+        item = items[specimen.path.name]
+        got = "" if item.outcome == ItemOutcome.STORED else item.reason_code
+        if got != specimen.expected or (got and not item.reason):
+            wrong[specimen.kind] = (specimen.expected, got, item.reason)
+    assert wrong == {}
+    assert stored == {s.sop_instance_uid for s in specimens if s.expected == STORED}
