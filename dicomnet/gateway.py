@@ -382,6 +382,9 @@ class DicomGateway:
         self.ae_title = ae_title
         self.ae = GatewayAE(ae_title)
         self.ae.maximum_associations = MAX_ASSOCIATIONS
+        # A silent peer is aborted and its slot freed; negotiation has 30 s (pynetdicom's).
+        self.ae.network_timeout = float(settings.PORTAL_DICOM_IDLE_TIMEOUT)
+        self.ae.acse_timeout = 30.0
         # The acceptor has no 128-context limit (that bounds what a requestor proposes).
         # Both roles: a C-STORE requestor proposes no role and gets us as SCP; a C-GET
         # requestor proposes itself as storage SCP (PS3.4 C.4.3) and gets us as its SCU.

@@ -28,6 +28,8 @@ PORTAL_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
 PORTAL_DICOM_PROCESSES = env.int("PORTAL_DICOM_PROCESSES", default=1)
 PORTAL_DICOM_TENANT_ASSOCIATIONS = env.int("PORTAL_DICOM_TENANT_ASSOCIATIONS", default=16)
 PORTAL_DICOM_PEER_ASSOCIATIONS = env.int("PORTAL_DICOM_PEER_ASSOCIATIONS", default=8)
+# Seconds an association may stay silent before the gateway aborts it (its slot comes back).
+PORTAL_DICOM_IDLE_TIMEOUT = env.int("PORTAL_DICOM_IDLE_TIMEOUT", default=60)
 # How links sent to people (set-password links) are written: scheme and public port.
 PORTAL_URL_SCHEME = env("PORTAL_URL_SCHEME", default="http" if DEBUG else "https")
 PORTAL_URL_PORT = env.int("PORTAL_URL_PORT", default=None)

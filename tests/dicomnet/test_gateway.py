@@ -777,3 +777,23 @@ def test_a_c_store_naming_no_instance_is_answered_at_once(
     assert a.instances(str(ds.SOPInstanceUID)) == []
     item = recorded_item(a, "instance")
     assert (item.outcome, item.reason_code) == (ItemOutcome.REJECTED, "command-mismatch")
+
+
+def test_a_silent_association_is_aborted_after_the_idle_timeout(sites, settings) -> None:
+    a, _ = sites
+    settings.PORTAL_DICOM_IDLE_TIMEOUT = 1
+    gateway = DicomGateway(ae_title="IDLEGW")
+    port = _free_port()
+    server = gateway.start("127.0.0.1", port)
+    try:
+        client = AE(ae_title=MODALITY)
+        client.add_requested_context(Verification)
+        assoc = client.associate("127.0.0.1", port, ae_title=a.ae)
+        assert assoc.is_established
+        deadline = time.monotonic() + 10
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.1)  # sends nothing, as a stalled modality would
+        assert assoc.is_aborted
+        assert time.monotonic() < deadline - 7  # within about the 1 s configured
+    finally:
+        gateway.stop(server, timeout=5)
