@@ -30,7 +30,6 @@ MAX_UID_LENGTH = 64
 # level, so deeper files are refused at the door instead of failing later in a viewer.
 MAX_SEQUENCE_DEPTH = 32
 DEFER_BYTES = 64 * 1024
-UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class DicomParseError(ValueError):
@@ -142,7 +141,6 @@ def _uid(dataset: Dataset, keyword: str, *, meta: bool = False) -> str:
     return value
 
 
-PIXEL_DATA = 0x7FE00010
 MAX_FRAMES = 100_000
 BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
 SAMPLES_PER_PIXEL = frozenset({1, 3, 4})
@@ -172,19 +170,19 @@ def check_pixels(dataset: Dataset, *, transfer_syntax_uid: str) -> None:
     alone (the pixels are never loaded): attributes out of range, native pixel data whose
     length is not Rows x Columns x SamplesPerPixel x BitsAllocated x NumberOfFrames (padded
     to even, PS3.5 8.1.1), encapsulated pixel data of defined length (PS3.5 A.4)."""
-    if PIXEL_DATA not in dataset:
+    if scan.PIXEL_DATA not in dataset:
         return
-    raw = dataset.get_item(PIXEL_DATA, keep_deferred=True)
+    raw = dataset.get_item(scan.PIXEL_DATA, keep_deferred=True)
     length = getattr(raw, "length", None)
     syntax = pydicom.uid.UID(transfer_syntax_uid)
     encapsulated = syntax.is_encapsulated if syntax.is_transfer_syntax else False
     if encapsulated:
-        if length != UNDEFINED_LENGTH:
+        if length != scan.UNDEFINED:
             raise DicomParseError(
                 "pixel-data", "Encapsulated pixel data must have an undefined length."
             )
         return
-    if length == UNDEFINED_LENGTH:
+    if length == scan.UNDEFINED:
         raise DicomParseError(
             "pixel-data", "Native pixel data has an undefined length (only compressed may)."
         )

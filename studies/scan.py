@@ -19,7 +19,6 @@ not read). What is checked (PS3.5 7.1 to 7.5, A.4):
 - sequences nested at most `max_depth` deep (pydicom recurses per level).
 """
 
-import itertools
 import mmap
 import struct
 from functools import lru_cache
@@ -32,6 +31,7 @@ ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
 SEQUENCE_END = 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
+MAX_OFFSETS = 100_000  # a Basic Offset Table has one per frame (studies.dicom.MAX_FRAMES)
 
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
 LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
@@ -182,10 +182,13 @@ class _Scanner:
         return at
 
     def fragments(self, at: int, end: int) -> int:
-        """Encapsulated pixel data: offset table item, fragments, delimiter (PS3.5 A.4)."""
+        """Encapsulated pixel data: offset table item, fragments, delimiter (PS3.5 A.4).
+
+        Memory stays bounded whatever the file holds: the table has at most one offset per
+        frame the archive takes, and fragments are matched against it as they are passed,
+        never collected."""
         table: tuple[int, ...] | None = None
-        starts: list[int] = []  # of each fragment, counted from the first fragment's item
-        first = 0
+        found = fragments = first = 0  # table offsets matched so far, fragments passed
         while True:
             tag, length = self._header(at, end, "The encapsulated pixel data")
             if tag == SEQUENCE_END:
@@ -196,25 +199,29 @@ class _Scanner:
                     f"The encapsulated pixel data holds a broken item at offset {at}.",
                 )
             if table is None:
-                if length % 4:
+                if length % 4 or length // 4 > MAX_OFFSETS:
                     raise StructureError(
-                        "pixel-data", "The pixel data's offset table is not made of 4-byte offsets."
+                        "pixel-data",
+                        f"The pixel data's offset table is not made of at most {MAX_OFFSETS} "
+                        "4-byte offsets.",
                     )
                 count = length // 4
                 table = struct.unpack_from(f"<{count}L", self.buffer, at + 8) if count else ()
                 first = at + 8 + length
             else:
-                starts.append(at - first)
+                # Offsets count from the first fragment's item and rise with each fragment:
+                # in order, each table entry must be where some fragment starts.
+                if found < len(table) and table[found] == at - first:
+                    found += 1
+                fragments += 1
             at += 8 + length
-        if not starts:
+        if not fragments:
             raise StructureError("pixel-data", "The encapsulated pixel data holds no fragment.")
-        if table:
-            ascending = all(a < b for a, b in itertools.pairwise(table))
-            if table[0] != 0 or not ascending or not set(starts).issuperset(table):
-                raise StructureError(
-                    "pixel-data",
-                    "The pixel data's offset table does not point at its fragments in order.",
-                )
+        if table and found != len(table):
+            raise StructureError(
+                "pixel-data",
+                "The pixel data's offset table does not point at its fragments in order.",
+            )
         return at + 8
 
 

@@ -391,6 +391,11 @@ def _pixels(b: Builder) -> None:
     )
     encapsulated("offset-table-odd-length", "pixel-data", item(b"\0\0") + fragment + SEQUENCE_END)
     encapsulated(
+        "offset-table-of-a-million-frames",
+        "pixel-data",
+        item(bytes(4 * 1_000_000)) + fragment + SEQUENCE_END,
+    )
+    encapsulated(
         "fragment-of-undefined-length",
         "pixel-data",
         item(b"") + item(b"", length=UNDEFINED) + SEQUENCE_END,
