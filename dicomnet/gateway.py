@@ -279,7 +279,8 @@ def store_batch(batch: list[PendingStore]) -> None:
 
 def record_refused(session: Session, refused: list[PendingStore]) -> None:
     with tenant_context(session.tenant):
-        with JobStaging(session.job_ensure()) as staging:
+        # Refused already: quarantine's daily allowance, not the quota, bounds what is kept.
+        with JobStaging(session.job_ensure(), quota=False) as staging:
             items = [(pending.adopt_into(staging), pending) for pending in refused]
         for item, pending in items:
             error = cast(DicomParseError, pending.refusal)
@@ -296,7 +297,8 @@ def _stage_and_index(
     for session in sessions:
         if session.job is None:  # created by store_batch, outside the transaction
             raise RuntimeError(f"association {session.peer} has no ingest job")
-        staging = JobStaging(session.job, claimed=True)
+        # The index checks the quota exactly, in this transaction.
+        staging = JobStaging(session.job, claimed=True, quota=False)
         for pending in (p for p in batch if p.session is session):
             staged.append((pending.adopt_into(staging), pending))
         staging.flush()

@@ -39,6 +39,9 @@ PORTAL_TENANT_GRACE_DAYS = env.int("PORTAL_TENANT_GRACE_DAYS", default=30)
 PORTAL_MAX_DECODED_FRAME_BYTES = env.int("PORTAL_MAX_DECODED_FRAME_BYTES", default=256 << 20)
 # The largest single DICOM file accepted by any ingest channel.
 PORTAL_MAX_INSTANCE_BYTES = env.int("PORTAL_MAX_INSTANCE_BYTES", default=2 << 30)
+# Refused files one tenant may keep in quarantine per 24 hours; past it, a refused file's
+# row (reason, SHA-256) is kept but not its bytes, so senders cannot fill the shared disk.
+PORTAL_QUARANTINE_BYTES_PER_DAY = env.int("PORTAL_QUARANTINE_BYTES_PER_DAY", default=1 << 30)
 # An ingest job with pending items and no progress for this long lost its tasks (a killed
 # worker, a broker restart): the singleton's ingest-recovery job sends them again.
 PORTAL_INGEST_STALL_SECONDS = env.int("PORTAL_INGEST_STALL_SECONDS", default=60)

@@ -277,6 +277,11 @@ class IngestItem(models.Model):
     sop_instance_uid = models.CharField(max_length=64, blank=True)
     study_instance_uid = models.CharField(max_length=64, blank=True)
     quarantine_path = models.CharField(max_length=512, blank=True)
+    kept_bytes = models.BigIntegerField(
+        default=0,
+        help_text="Bytes the item's file holds in quarantine (counted against the quota; "
+        "0 once purged or never kept).",
+    )
     sha256 = models.CharField(max_length=64, blank=True, help_text="Computed while receiving.")
     attempts = models.PositiveSmallIntegerField(
         default=0,
@@ -287,7 +292,23 @@ class IngestItem(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["job", "outcome"])]
+        indexes = [
+            models.Index(fields=["job", "outcome"]),
+            # What staging and quarantine hold (studies/ingest/held.py): summed from these
+            # two small indexes alone, never from the whole history of items.
+            models.Index(
+                fields=["outcome"],
+                include=["size_bytes"],
+                condition=models.Q(outcome=ItemOutcome.PENDING),
+                name="ingestitem_staged",
+            ),
+            models.Index(
+                fields=["processed_at"],
+                include=["kept_bytes"],
+                condition=models.Q(kept_bytes__gt=0),
+                name="ingestitem_quarantined",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}: {self.outcome}"

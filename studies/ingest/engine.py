@@ -19,6 +19,7 @@ from django.db.models import Q
 from portal.metrics import ingest_observe
 from portal.schemas import current_tenant
 from studies.dicom import ParsedInstance
+from studies.ingest.held import QuarantineAllowance
 from studies.ingest.index import IndexRaced, claim_pending, index_batch
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.parse import Candidate, candidate_parse
@@ -136,14 +137,19 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
     parsed_state = [(c.refusal, c.sha256, c.size) for c in candidates]
     quarantine_dirs: set[Path] = set()
 
-    def quarantine(candidate: Candidate) -> None:
+    def quarantine(candidate: Candidate, allowance: QuarantineAllowance) -> None:
         staged = candidate.staged
         if not (candidate.staged_inside and staged.is_file()):
             return
         target = quarantine_target(candidate.item_id, candidate.job_id, candidate.name, root=root)
-        code = candidate.refusal.code if candidate.refusal else ""
-        quarantine_keep(staged, target, code=code)
-        candidate.quarantined = target
+        refusal = candidate.refusal
+        code = refusal.code if refusal else ""
+        kept = quarantine_keep(staged, target, code=code, allowance=allowance)
+        if kept is None:
+            if refusal is not None:
+                candidate.refusal = IngestRefused(code, refusal.message + allowance.refusal_note)
+            return
+        candidate.quarantined, candidate.kept_bytes = target, kept
         quarantine_dirs.add(target.parent)
 
     for race in range(MAX_RACES):
@@ -171,7 +177,7 @@ def _process(candidates: list[Candidate]) -> dict[int, ItemResult]:
                 candidate.relative_path, candidate.replaced = "", {}
                 if candidate.quarantined is not None:
                     candidate.quarantined.unlink(missing_ok=True)
-                    candidate.quarantined = None
+                    candidate.quarantined, candidate.kept_bytes = None, 0
             if race == MAX_RACES - 1:
                 _discard_unindexed(candidates)
                 raise

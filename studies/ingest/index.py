@@ -32,6 +32,7 @@ from configuration.models import (
     PatientMismatchPolicy,
     TenantSettings,
 )
+from studies.ingest.held import QuarantineAllowance, held_of, held_read
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.parse import Candidate
 from studies.ingest.place import Room
@@ -663,6 +664,7 @@ def _record_outcomes(
                 p.sop_instance_uid if p else "",
                 p.study_instance_uid if p else "",
                 str(c.quarantined) if c.quarantined else "",
+                c.kept_bytes,
                 c.sha256,
                 c.size,
                 now,
@@ -680,6 +682,7 @@ def _record_outcomes(
             "varchar",
             "varchar",
             "varchar",
+            "bigint",
             "varchar",
             "bigint",
             "timestamptz",
@@ -688,8 +691,8 @@ def _record_outcomes(
     writes.add(
         f"UPDATE {table(IngestItem)} it SET outcome = v.o, reason_code = v.rc, reason = v.r, "
         "sop_instance_uid = v.sop, study_instance_uid = v.study, quarantine_path = v.q, "
-        "sha256 = v.sha, size_bytes = v.size, processed_at = v.t "
-        f"FROM (VALUES {values}) AS v(id, o, rc, r, sop, study, q, sha, size, t) "
+        "kept_bytes = v.kept, sha256 = v.sha, size_bytes = v.size, processed_at = v.t "
+        f"FROM (VALUES {values}) AS v(id, o, rc, r, sop, study, q, kept, sha, size, t) "
         "WHERE it.id = v.id",
         params,
     )
@@ -723,14 +726,15 @@ def index_batch(
     """Decide, place and index `candidates`; call inside `transaction.atomic()`.
 
     Returns the candidates this run finished (others were finished by someone else) and
-    what the commit needs to know. `quarantine(candidate)` links a refused file into the
-    tenant's quarantine before the commit."""
+    what the commit needs to know. `quarantine(candidate, allowance)` links a refused file
+    into the tenant's quarantine before the commit, as far as the day's allowance goes."""
     now = timezone.now()
     parsed_all = [c for c in candidates if c.refusal is None and c.parsed is not None]
     reads = Statements()
     pending_at = _lock_pending(reads, [c.item_id for c in candidates])
     policies_at = _read_policies(reads)
     media_at = _read_media(reads)
+    held_at = held_read(reads, now=now)
     _lock_placements(reads, sorted({c.instance.sop_instance_uid for c in parsed_all}))
     studies_at = _lock_studies(reads, sorted({c.instance.study_instance_uid for c in parsed_all}))
     series_at = _lock_series(reads, sorted({c.instance.series_instance_uid for c in parsed_all}))
@@ -743,7 +747,9 @@ def index_batch(
     studies, series = _studies(read[studies_at]), _series(read[series_at])
     instances = _instances(read[instances_at])
     result = BatchIndex(media={m.pk: m for m in media})
-    room = Room(media=media, quota_bytes=quota_bytes)
+    held = held_of(read[held_at])
+    room = Room(media=media, quota_bytes=quota_bytes, quarantine_bytes=held.quarantine_bytes)
+    allowance = QuarantineAllowance(held.kept_today_bytes)
     parsed = [c for c in parsed_all if c.item_id in pending]
     for candidate in parsed:
         try:
@@ -761,7 +767,7 @@ def index_batch(
     for candidate in mine:
         if candidate.refusal is not None:
             candidate.outcome = ItemOutcome.REJECTED
-            quarantine(candidate)
+            quarantine(candidate, allowance)
 
     new_studies = {uid: s for uid, s in studies.items() if s.id is None}
     if new_studies:

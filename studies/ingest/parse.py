@@ -33,6 +33,7 @@ class Candidate:
     relative_path: str = ""
     created_file: Path | None = None  # a file this run placed on a medium
     quarantined: Path | None = None
+    kept_bytes: int = 0  # what `quarantined` holds
     replaced: dict[str, object] = field(default_factory=dict)  # the earlier copy's row
     staged_inside: bool = False  # the staged file was found inside the tenant's root
 

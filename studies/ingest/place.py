@@ -32,9 +32,12 @@ def versioned_relative_path(relative: str, sha256: str) -> str:
 class Room:
     """The tenant's quota and media as one batch sees them (read in its transaction)."""
 
-    def __init__(self, *, media: list[StorageMedium], quota_bytes: int) -> None:
+    def __init__(
+        self, *, media: list[StorageMedium], quota_bytes: int, quarantine_bytes: int = 0
+    ) -> None:
         self.quota_bytes = quota_bytes
-        self.used_bytes = sum(medium.used_bytes for medium in media)
+        self.quarantine_bytes = quarantine_bytes  # refused files count against the quota too
+        self.used_bytes = sum(medium.used_bytes for medium in media) + quarantine_bytes
         self.writable = sorted(
             (
                 m
@@ -53,7 +56,9 @@ class Room:
             raise IngestRefused(
                 Refusal.QUOTA,
                 f"The tenant's storage quota ({self.quota_bytes} bytes) is used up: "
-                f"{self.used_bytes} bytes are stored and this file needs {growth} more. "
+                f"{self.used_bytes - self.quarantine_bytes} bytes are stored, "
+                f"{self.quarantine_bytes} are held in quarantine and this file needs "
+                f"{growth} more. "
                 "Nothing was stored; the file is kept in quarantine.",
             )
 

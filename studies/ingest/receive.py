@@ -18,6 +18,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from portal.schemas import current_tenant
+from studies.ingest.held import QuarantineAllowance, StagingRoom, held
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.sql import Statements, table, values_sql
 from studies.models import IngestItem, IngestJob, ItemOutcome
@@ -53,13 +55,17 @@ class JobStaging:
     closes. Profiled on CT files, the row and counter round trips of one file at a time
     cost more than its write and fsync."""
 
-    def __init__(self, job: IngestJob, *, claimed: bool = False) -> None:
+    def __init__(self, job: IngestJob, *, claimed: bool = False, quota: bool = True) -> None:
         """`claimed`: the rows carry their first processing attempt, for a caller that
-        processes them right after the flush (`ingest_staged_process`)."""
+        processes them right after the flush (`ingest_staged_process`). `quota`: refuse
+        files that would pass the tenant's quota counting what staging and quarantine
+        hold (the gateway, which indexes each file in the transaction that stages it,
+        leaves that to the index)."""
         self.job = job
         self.folder = staging_dir(job.pk)
         self._attempts = 1 if claimed else 0
         self._rows: list[IngestItem] = []
+        self.room = StagingRoom(current_tenant().quota_bytes) if quota else None
 
     def __enter__(self) -> "JobStaging":
         return self
@@ -72,10 +78,15 @@ class JobStaging:
     ) -> IngestItem:
         """Write one incoming file to the job's staging folder; its row follows at the flush."""
         limit = max_bytes or settings.PORTAL_MAX_INSTANCE_BYTES
+        room = self.room.remaining() if self.room is not None else limit
+        if room <= 0:
+            return self._refuse_room(name)
         path = self.folder / f"{uuid.uuid4().hex}.dcm"  # never derived from what the sender said
         try:
-            written = write_stream(path, stream, limit=limit)
+            written = write_stream(path, stream, limit=min(limit, room))
         except StagingLimitExceeded:
+            if room < limit:
+                return self._refuse_room(name)
             return self.refuse(
                 name=name, code=Refusal.TOO_LARGE, reason=f"The file is larger than {limit} bytes."
             )
@@ -86,6 +97,8 @@ class JobStaging:
             reason = f"The file could not be written to staging: {error.strerror or error}."
             self.refuse(name=name, code=Refusal.STAGING_FAILED, reason=reason)
             raise
+        if self.room is not None:
+            self.room.written += written.size
         return self._add(
             IngestItem(
                 job=self.job,
@@ -98,7 +111,13 @@ class JobStaging:
 
     def adopt(self, *, name: str, path: Path, size: int, sha256: str) -> IngestItem:
         """Take a file already received and hashed in this tenant's storage (the gateway's):
-        it is renamed into the job's staging folder and fsynced, never copied."""
+        it is renamed into the job's staging folder and fsynced, never copied; a file past
+        the quota is removed and refused."""
+        if self.room is not None:
+            if size > self.room.remaining():
+                path.unlink(missing_ok=True)
+                return self._refuse_room(name)
+            self.room.written += size
         target = self.folder / f"{uuid.uuid4().hex}.dcm"
         os.replace(path, target)
         with target.open("rb") as stream:
@@ -125,6 +144,11 @@ class JobStaging:
                 processed_at=timezone.now(),
             )
         )
+
+    def _refuse_room(self, name: str) -> IngestItem:
+        assert self.room is not None
+        refused = self.room.refusal()
+        return self.refuse(name=name, code=refused.code, reason=refused.message)
 
     def _add(self, item: IngestItem) -> IngestItem:
         if item.outcome == ItemOutcome.PENDING:
@@ -175,6 +199,7 @@ _ITEM_FIELDS = [
     ("sop_instance_uid", "varchar"),
     ("study_instance_uid", "varchar"),
     ("quarantine_path", "varchar"),
+    ("kept_bytes", "bigint"),
     ("sha256", "varchar"),
     ("attempts", "smallint"),
     ("processed_at", "timestamptz"),
@@ -204,38 +229,55 @@ NOT_DICOM_KEPT_BYTES = 1024
 HEAD_ONLY_CODES = frozenset({Refusal.NOT_DICOM})
 
 
-def quarantine_keep(staged: Path, target: Path, *, code: str) -> None:
+def quarantine_size(size: int, *, code: str) -> int:
+    """The bytes quarantine keeps of a refused file of `size` bytes."""
+    return min(size, NOT_DICOM_KEPT_BYTES) if code in HEAD_ONLY_CODES else size
+
+
+def quarantine_keep(
+    staged: Path, target: Path, *, code: str, allowance: QuarantineAllowance
+) -> int | None:
     """Put a refused item's staged file in quarantine at `target` (the staged file stays;
-    the caller removes it): linked whole, or only its first KiB when it is not DICOM."""
+    the caller removes it): linked whole, or only its first KiB when it is not DICOM.
+    Returns the bytes kept, or None when the tenant's daily allowance has no room for them."""
+    kept = quarantine_size(staged.stat().st_size, code=code)
+    if not allowance.take(kept):
+        return None
     target.parent.mkdir(parents=True, exist_ok=True)
     if code in HEAD_ONLY_CODES:
         keep_head(staged, target, limit=NOT_DICOM_KEPT_BYTES)
-        return
+        return kept
     try:
         os.link(staged, target)
     except FileExistsError:
         pass  # linked by an earlier attempt of the same batch
     except OSError:
         copy_durably(staged, target)
+    return kept
 
 
 def ingest_item_reject(*, item: IngestItem, code: str, reason: str) -> None:
     """Refuse a pending item before processing: a staged file goes to quarantine with the
     reason; an item whose staging broke off (no staged file) is just counted as rejected."""
     staged = Path(item.staged_path) if item.staged_path else None
-    target = ""
+    target, kept = "", None
     if staged is not None and inside_tenant_root(staged) and staged.is_file():
         destination = quarantine_target(item.pk, item.job_id, item.name)
-        quarantine_keep(staged, destination, code=str(code))
-        fsync_directory(destination.parent)
+        allowance = QuarantineAllowance(held().kept_today_bytes)
+        kept = quarantine_keep(staged, destination, code=str(code), allowance=allowance)
+        if kept is not None:
+            fsync_directory(destination.parent)
+            target = str(destination)
+        else:
+            reason += allowance.refusal_note
         staged.unlink()
-        target = str(destination)
     with transaction.atomic():
         updated = IngestItem.objects.filter(pk=item.pk, outcome=ItemOutcome.PENDING).update(
             outcome=ItemOutcome.REJECTED,
             reason_code=str(code),
             reason=reason,
             quarantine_path=target,
+            kept_bytes=kept or 0,
             processed_at=timezone.now(),
         )
         if updated:

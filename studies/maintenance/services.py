@@ -299,7 +299,9 @@ def quarantine_purge(*, older_than_days: int = 30, limit: int | None = None) -> 
             if stat.st_mtime >= cutoff:
                 continue
             with transaction.atomic():
-                IngestItem.objects.filter(quarantine_path=str(path)).update(quarantine_path="")
+                IngestItem.objects.filter(quarantine_path=str(path)).update(
+                    quarantine_path="", kept_bytes=0
+                )
                 transaction.on_commit(lambda p=path: p.unlink(missing_ok=True))  # type: ignore[misc]
             counts["deleted"] += 1
             counts["bytes"] += stat.st_size
@@ -356,6 +358,7 @@ def ingest_job_retry(*, job: IngestJob, request: HttpRequest | None = None) -> i
                 reason="",
                 reason_code="",
                 quarantine_path="",
+                kept_bytes=0,
                 staged_path=str(staged),
                 processed_at=None,
                 attempts=0,

@@ -2,12 +2,16 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import QuerySet
 
+from studies.ingest.held import Held, held
 from studies.models import MediumStatus, StorageMedium
 
-# Distinct segment colours of the usage chart (classes seg-0 ... seg-7 in portal.css).
+# Distinct segment colours of the usage chart (classes seg-0 ... seg-7 in portal.css), and
+# the two of what the quota counts besides the media (seg-quarantine, seg-staging).
 CHART_COLOURS = 8
+QUARANTINE, STAGING = "quarantine", "staging"
 
 
 def medium_list(*, status: str | None = None, kind: str | None = None) -> QuerySet[StorageMedium]:
@@ -26,7 +30,7 @@ class ChartSegment:
     bytes: int
     x: float
     width: float
-    colour: int
+    colour: int | str
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class ChartBar:
 
 @dataclass(frozen=True)
 class StorageSummary:
-    """Totals of every medium and two stacked bars against the scale (usually the quota)."""
+    """Totals of every medium and two stacked bars against the scale (usually the quota).
+    The quota counts the media's files and what staging and quarantine hold."""
 
     used_bytes: int
     file_count: int
@@ -46,6 +51,13 @@ class StorageSummary:
     scale_bytes: int
     used: list[ChartSegment]
     allocated: list[ChartSegment]
+    held: Held
+    quarantine_day_bytes: int
+
+    @property
+    def counted_bytes(self) -> int:
+        """What the quota counts: the media, staging and quarantine."""
+        return self.used_bytes + self.held.staging_bytes + self.held.quarantine_bytes
 
     @property
     def quota_x(self) -> float:
@@ -58,14 +70,19 @@ class StorageSummary:
 
     @property
     def used_percent_of_quota(self) -> float:
-        return 100.0 * self.used_bytes / self.quota_bytes if self.quota_bytes else 0.0
+        return 100.0 * self.counted_bytes / self.quota_bytes if self.quota_bytes else 0.0
+
+    @property
+    def kept_today_percent(self) -> float:
+        limit = self.quarantine_day_bytes
+        return 100.0 * self.held.kept_today_bytes / limit if limit else 0.0
 
     @property
     def allocated_percent_of_quota(self) -> float:
         return 100.0 * self.capacity_bytes / self.quota_bytes if self.quota_bytes else 0.0
 
 
-def _stack(values: list[tuple[str, int, int]], scale: int) -> list[ChartSegment]:
+def _stack(values: list[tuple[str, int, int | str]], scale: int) -> list[ChartSegment]:
     segments, x = [], 0.0
     for name, value, colour in values:
         width = 100.0 * value / scale if scale else 0.0
@@ -85,13 +102,24 @@ def storage_summary(*, quota_bytes: int) -> StorageSummary:
     used = sum(m.used_bytes for m in media)
     active = [m for m in media if m.status != MediumStatus.RETIRED]
     capacity = sum(m.capacity_bytes for m in active)
-    scale = max(quota_bytes, capacity, used, 1)
+    now = held()
+    counted = used + now.staging_bytes + now.quarantine_bytes
+    scale = max(quota_bytes, capacity, counted, 1)
+    used_values: list[tuple[str, int, int | str]] = [
+        (m.name, m.used_bytes, colours[m.pk]) for m in media
+    ]
+    if now.quarantine_bytes:
+        used_values.append(("Quarantine", now.quarantine_bytes, QUARANTINE))
+    if now.staging_bytes:
+        used_values.append(("Staging", now.staging_bytes, STAGING))
     return StorageSummary(
         used_bytes=used,
         file_count=sum(m.file_count for m in media),
         capacity_bytes=capacity,
         quota_bytes=quota_bytes,
         scale_bytes=scale,
-        used=_stack([(m.name, m.used_bytes, colours[m.pk]) for m in media], scale),
+        used=_stack(used_values, scale),
         allocated=_stack([(m.name, m.capacity_bytes, colours[m.pk]) for m in active], scale),
+        held=now,
+        quarantine_day_bytes=int(settings.PORTAL_QUARANTINE_BYTES_PER_DAY),
     )

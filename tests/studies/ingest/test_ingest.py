@@ -175,13 +175,26 @@ def test_bad_files_are_rejected_with_a_reason_and_quarantined(in_alpha, data, co
     assert not Instance.objects.exists() and not Study.objects.exists()
 
 
-def test_quota_exceeded_is_refused_clearly_and_the_file_kept(in_alpha):
+def test_a_file_past_the_quota_is_refused_as_it_arrives(in_alpha):
     in_alpha.quota_bytes = 1000
     in_alpha.save(update_fields=["quota_bytes"])
     job = ingest([("ct.dcm", bundled("CT_small.dcm").read_bytes())])
     item = job.items.get()
     assert item.reason_code == "quota" and "quota" in item.reason
-    assert Path(item.quarantine_path).is_file()
+    assert item.staged_path == "" and item.quarantine_path == ""  # cut off, not kept
+    assert not Instance.objects.exists()
+
+
+def test_quota_used_up_while_staged_is_refused_clearly_and_the_file_kept(in_alpha):
+    job = ingest_job_create(source="upload")
+    ingest_item_stage(
+        job=job, name="ct.dcm", stream=io.BytesIO(bundled("CT_small.dcm").read_bytes())
+    )
+    in_alpha.quota_bytes = 1000
+    in_alpha.save(update_fields=["quota_bytes"])
+    item = ingest_job_submit(job=job, run_now=True).items.get()
+    assert item.reason_code == "quota" and "quota" in item.reason
+    assert Path(item.quarantine_path).is_file()  # kept for a retry once room is made
     assert not Instance.objects.exists()
 
 
