@@ -120,11 +120,12 @@ def test_another_tenants_run_cannot_be_retried(alpha_admin_client, alpha, beta):
 def test_retry_of_an_ingest_job_refused_for_quota_stores_its_files(
     make_user, alpha, django_capture_on_commit_callbacks
 ):
-    alpha.quota_bytes = 100
-    alpha.save(update_fields=["quota_bytes"])
     with schema_context(alpha.schema_name):
         job = ingest_job_create(source="upload")
         ingest_item_stage(job=job, name="ct.dcm", stream=io.BytesIO(new_study()))
+        # The quota is used up while the file waits: refused when indexed, kept for a retry.
+        alpha.quota_bytes = 100
+        alpha.save(update_fields=["quota_bytes"])
         job = ingest_job_submit(job=job, run_now=True)
     assert job.status == IngestJobStatus.FAILED and job.rejected == 1
     alpha.quota_bytes = 1 << 30
