@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from configuration.models import DuplicatePolicy, PatientMismatchPolicy, RetentionRule
 from configuration.services import SHORT_RETENTION_DAYS, SHORT_RETENTION_MESSAGE
-from configuration.validators import validate_modality
+from configuration.validators import validate_certificate_fingerprint, validate_modality
 from tenants.validators import validate_ae_title
 
 
@@ -133,6 +133,15 @@ class RemoteNodeForm(forms.Form):
     host = forms.CharField(max_length=253, help_text="IP address or host name.")
     port = forms.IntegerField(min_value=1, max_value=65535, initial=104)
     description = forms.CharField(max_length=200, required=False)
+    tls_certificate_sha256 = forms.CharField(
+        label="TLS client certificate (SHA-256)",
+        max_length=95,  # 64 hex digits with openssl's 31 colons
+        required=False,
+        validators=[validate_certificate_fingerprint],
+        help_text="Optional. The fingerprint of the certificate this node presents on the "
+        "DICOM TLS port (openssl x509 -noout -fingerprint -sha256 -in node.pem). When set, "
+        "the node is recognised only over TLS with that certificate.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -6,6 +6,7 @@ from django.db import models
 
 from configuration.validators import (
     validate_accent_colour,
+    validate_certificate_fingerprint,
     validate_cors_origins,
     validate_modality,
     validate_node_host,
@@ -104,6 +105,15 @@ class RemoteNode(models.Model):
     host = models.CharField(max_length=253, validators=[validate_node_host])
     port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
     description = models.CharField(max_length=200, blank=True)
+    tls_certificate_sha256 = models.CharField(
+        "TLS client certificate (SHA-256)",
+        max_length=64,
+        blank=True,
+        validators=[validate_certificate_fingerprint],
+        help_text="Pins the node to its client certificate: an association from it is "
+        "recognised only over DICOM TLS with exactly this certificate. Empty: recognised "
+        "by AE title and address alone.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_echo_at = models.DateTimeField("last C-ECHO", null=True, blank=True)

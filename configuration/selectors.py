@@ -59,25 +59,32 @@ def node_list() -> QuerySet[RemoteNode]:
     return RemoteNode.objects.order_by("ae_title", "host", "port")
 
 
-def node_is_allowed(*, calling_ae: str, address: str) -> bool:
-    """Whether the DICOM gateway may accept an association from `calling_ae` at `address`."""
+def node_is_allowed(*, calling_ae: str, address: str, certificate: str = "") -> bool:
+    """Whether the DICOM gateway may accept an association from `calling_ae` at `address`
+    (`certificate`: the SHA-256 of the peer's TLS client certificate, if it showed one)."""
     if not tenant_settings().require_known_nodes:
         return True
-    return node_is_listed(calling_ae=calling_ae, address=address)
+    return node_is_listed(calling_ae=calling_ae, address=address, certificate=certificate)
 
 
-def node_is_listed(*, calling_ae: str, address: str) -> bool:
-    """Whether `calling_ae` at `address` is one of the tenant's remote nodes."""
-    hosts = RemoteNode.objects.filter(ae_title=calling_ae.strip()).values_list("host", flat=True)
-    return any(_host_has_address(host, address) for host in hosts)
+def node_is_listed(*, calling_ae: str, address: str, certificate: str = "") -> bool:
+    """Whether `calling_ae` at `address` is one of the tenant's remote nodes. A node pinned
+    to a TLS client certificate is that node only when the peer presented exactly it."""
+    nodes = RemoteNode.objects.filter(ae_title=calling_ae.strip()).values_list(
+        "host", "tls_certificate_sha256"
+    )
+    return any(
+        (not pinned or pinned == certificate) and _host_has_address(host, address)
+        for host, pinned in nodes
+    )
 
 
-def node_may_query(*, calling_ae: str, address: str) -> bool:
+def node_may_query(*, calling_ae: str, address: str, certificate: str = "") -> bool:
     """Whether the gateway answers C-FIND, C-MOVE and C-GET from this peer: listed nodes
     only, unless the tenant opened query/retrieve to any node."""
     if tenant_settings().query_retrieve_from_any_node:
         return True
-    return node_is_listed(calling_ae=calling_ae, address=address)
+    return node_is_listed(calling_ae=calling_ae, address=address, certificate=certificate)
 
 
 def _host_has_address(host: str, address: str) -> bool:

@@ -15,6 +15,7 @@ from audit.services import audit_record
 from configuration.dicom import EchoResult, echo
 from configuration.models import RemoteNode, RetentionRule, SettingChange, TenantSettings
 from configuration.selectors import calling_ae_title, retention_preview, tenant_settings
+from configuration.validators import certificate_fingerprint
 from tenants.models import Tenant
 from tenants.services import tenant_update
 from tenants.validators import validate_ae_title
@@ -36,7 +37,7 @@ SETTINGS_FIELDS = (
 )
 # Identity lives on the tenant's public row; the API and forms call the name `display_name`.
 IDENTITY_FIELDS = {"display_name": "name", "ae_title": "ae_title"}
-NODE_FIELDS = ("ae_title", "host", "port", "description")
+NODE_FIELDS = ("ae_title", "host", "port", "description", "tls_certificate_sha256")
 RULE_FIELDS = ("modality", "days", "enabled")
 SHORT_RETENTION_DAYS = 30
 SHORT_RETENTION_MESSAGE = (
@@ -156,9 +157,17 @@ def node_create(
     host: str,
     port: int,
     description: str = "",
+    tls_certificate_sha256: str = "",
 ) -> RemoteNode:
     """List a remote DICOM node (modality, workstation, other archive)."""
-    node = RemoteNode(**_normalised_node(ae_title=ae_title, host=host, port=port))
+    node = RemoteNode(
+        **_normalised_node(
+            ae_title=ae_title,
+            host=host,
+            port=port,
+            tls_certificate_sha256=tls_certificate_sha256,
+        )
+    )
     node.description = description.strip()
     node.full_clean()
     with _unique_violations_as({"__all__": _duplicate_node_message()}), transaction.atomic():
@@ -196,7 +205,7 @@ def node_update(
         locked.full_clean()
         if not changes:
             return locked
-        if changes.keys() & {"ae_title", "host", "port"}:
+        if changes.keys() & {"ae_title", "host", "port", "tls_certificate_sha256"}:
             locked.last_echo_at, locked.last_echo_ok, locked.last_echo_message = None, None, ""
         locked.save()
         _record_changes(
@@ -273,6 +282,8 @@ def _normalised_node(**values: Any) -> dict[str, Any]:
         values["ae_title"] = values["ae_title"].strip()
     if isinstance(values.get("host"), str):
         values["host"] = values["host"].strip().lower()
+    if isinstance(values.get("tls_certificate_sha256"), str):
+        values["tls_certificate_sha256"] = certificate_fingerprint(values["tls_certificate_sha256"])
     return values
 
 

@@ -63,6 +63,22 @@ def validate_node_host(value: str) -> None:
     )
 
 
+def certificate_fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint as written anywhere (openssl's `AB:CD:…`, spaces,
+    either case) in the one form the gateway compares: 64 lowercase hex digits."""
+    return "".join(value.split()).replace(":", "").lower()
+
+
+def validate_certificate_fingerprint(value: str) -> None:
+    """Empty, or the SHA-256 fingerprint of a client certificate (64 hex digits)."""
+    if value and not re.fullmatch(r"[0-9a-f]{64}", certificate_fingerprint(value)):
+        raise ValidationError(
+            "Enter the certificate's SHA-256 fingerprint: 64 hexadecimal digits, with or "
+            "without colons (openssl x509 -noout -fingerprint -sha256 -in node.pem).",
+            code="invalid",
+        )
+
+
 def validate_cors_origin(value: str) -> None:
     """One browser origin, `scheme://host[:port]`, written as browsers send it."""
     example = "Enter an origin such as https://viewer.example.org or http://localhost:3000"

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -32,7 +33,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from configuration.selectors import node_is_allowed, node_may_query
-from dicomnet import queryretrieve, receive
+from dicomnet import queryretrieve, receive, tls
 from dicomnet.receive import ReceivedFile
 from dicomnet.status import status_dataset
 from portal.schemas import tenant_connection
@@ -132,9 +133,10 @@ class Admission:
 
 
 def association_check(
-    *, called_ae: str, calling_ae: str, address: str
+    *, called_ae: str, calling_ae: str, address: str, certificate: str = ""
 ) -> tuple[Admission | None, Refusal | None]:
     """The tenant an association request reaches, or why it must be rejected.
+    `certificate`: the SHA-256 of the TLS client certificate the peer presented, if any.
 
     An unknown title and a known title whose tenant does not accept this peer get the same
     A-ASSOCIATE-RJ, so titles cannot be enumerated from outside."""
@@ -142,10 +144,12 @@ def association_check(
     if tenant is None:
         return None, Refusal(CALLED_AE_NOT_RECOGNISED, "called AE title not recognised")
     if not tenant.is_usable:
-        return None, Refusal(NO_REASON_GIVEN, f"tenant {tenant.slug} is {tenant.status}")
+        # Same answer as an unknown title: a suspended hospital's title is not revealed.
+        return None, Refusal(CALLED_AE_NOT_RECOGNISED, f"tenant {tenant.slug} is {tenant.status}")
     with tenant_context(tenant):
-        allowed = node_is_allowed(calling_ae=calling_ae, address=address)
-        may_query = allowed and node_may_query(calling_ae=calling_ae, address=address)
+        peer = {"calling_ae": calling_ae, "address": address, "certificate": certificate}
+        allowed = node_is_allowed(**peer)
+        may_query = allowed and node_may_query(**peer)
     if not allowed:
         return None, Refusal(
             CALLED_AE_NOT_RECOGNISED,
@@ -309,7 +313,11 @@ def _stage_and_index(
     )
 
 
-class SharedPortServer(ThreadedAssociationServer):
+class GatewayServer(tls.DeferredHandshakeMixin, ThreadedAssociationServer):
+    """pynetdicom's threaded server; on the TLS port, each connection's thread shakes hands."""
+
+
+class SharedPortServer(GatewayServer):
     """The threaded server, bound with SO_REUSEPORT: one gateway process per core."""
 
     def server_bind(self) -> None:
@@ -412,31 +420,48 @@ class DicomGateway:
             (evt.EVT_C_GET, self._on_get),
         ]
 
-    def server(self, host: str, port: int, *, shared: bool = False) -> ThreadedAssociationServer:
+    def server(
+        self,
+        host: str,
+        port: int,
+        *,
+        shared: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> ThreadedAssociationServer:
         """A bound server; run it with `serve_forever()` (in a thread to not block).
         `shared`: other gateway processes listen on the same port (SO_REUSEPORT), and the
-        kernel spreads new associations among them."""
+        kernel spreads new associations among them. `ssl_context`: a DICOM TLS port."""
         server = self.ae.make_server(
             (host, port),
             evt_handlers=self.handlers,
-            server_class=SharedPortServer if shared else ThreadedAssociationServer,
+            ssl_context=ssl_context,
+            server_class=SharedPortServer if shared else GatewayServer,
             request_handler=partial(GatewayRequestHandler, gateway=self),
         )
         server.contexts = SupportedContexts(server.contexts)
         return server
 
-    def start(self, host: str, port: int, *, shared: bool = False) -> ThreadedAssociationServer:
+    def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        shared: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> ThreadedAssociationServer:
         """Serve in a daemon thread and return the server (`stop()` ends it)."""
-        server = self.server(host, port, shared=shared)
+        server = self.server(host, port, shared=shared, ssl_context=ssl_context)
         # What `AE.start_server` does too: `server.shutdown()` expects to find it there.
         self.ae._servers.append(server)
         thread = threading.Thread(target=server.serve_forever, name="dicom-gateway", daemon=True)
         thread.start()
         return server
 
-    def stop(self, server: ThreadedAssociationServer, *, timeout: float = 30.0) -> None:
-        """Stop accepting, let open associations finish for `timeout` s, then abort them."""
-        server.shutdown()  # pynetdicom's shutdown closes the listening socket, too
+    def stop(self, *servers: ThreadedAssociationServer, timeout: float = 30.0) -> None:
+        """Stop accepting (on every port given), let open associations finish for `timeout`
+        s, then abort them."""
+        for server in servers:
+            server.shutdown()  # pynetdicom's shutdown closes the listening socket, too
         with self._lock:
             open_associations = list(self._sessions)
         deadline = time.monotonic() + timeout
@@ -499,9 +524,10 @@ class DicomGateway:
         called_ae = str(request.called_ae_title or "").strip()
         calling_ae = str(request.calling_ae_title or "").strip()
         address = str(assoc.requestor.address)
+        certificate = tls.peer_certificate_sha256(assoc)
         try:
             admission, refusal = association_check(
-                called_ae=called_ae, calling_ae=calling_ae, address=address
+                called_ae=called_ae, calling_ae=calling_ae, address=address, certificate=certificate
             )
         except Exception:
             logger.exception(
@@ -546,11 +572,12 @@ class DicomGateway:
             assoc.kill()
             return
         logger.info(
-            "association accepted: %s@%s -> %s (tenant %s)%s",
+            "association accepted: %s@%s -> %s (tenant %s)%s%s",
             calling_ae,
             address,
             called_ae,
             tenant.slug,
+            f", TLS client certificate {certificate[:16]}…" if certificate else "",
             "" if admission.may_query else ", store and echo only",
         )
 
@@ -754,6 +781,9 @@ class GatewayRequestHandler(RequestHandler):
         super().__init__(request, client_address, server)
 
     def handle(self) -> None:
+        # On the TLS port: the handshake, here in the connection's thread, with a deadline.
+        if not tls.handshake(self.request):
+            return
         # Without it, Nagle's algorithm and the peer's delayed ACKs stall every small
         # response PDU (C-STORE-RSP) by up to 40 ms.
         try:

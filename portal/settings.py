@@ -28,6 +28,12 @@ PORTAL_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
 PORTAL_DICOM_PROCESSES = env.int("PORTAL_DICOM_PROCESSES", default=1)
 PORTAL_DICOM_TENANT_ASSOCIATIONS = env.int("PORTAL_DICOM_TENANT_ASSOCIATIONS", default=16)
 PORTAL_DICOM_PEER_ASSOCIATIONS = env.int("PORTAL_DICOM_PEER_ASSOCIATIONS", default=8)
+# DICOM TLS (a second gateway port; 0 turns it off): the gateway's certificate chain and key
+# (PEM), and the CA whose client certificates remote nodes may be pinned to.
+PORTAL_DICOM_TLS_PORT = env.int("PORTAL_DICOM_TLS_PORT", default=0)
+PORTAL_DICOM_TLS_CERTIFICATE = env("PORTAL_DICOM_TLS_CERTIFICATE", default="")
+PORTAL_DICOM_TLS_KEY = env("PORTAL_DICOM_TLS_KEY", default="")
+PORTAL_DICOM_TLS_CLIENT_CA = env("PORTAL_DICOM_TLS_CLIENT_CA", default="")
 # Seconds an association may stay silent before the gateway aborts it (its slot comes back).
 PORTAL_DICOM_IDLE_TIMEOUT = env.int("PORTAL_DICOM_IDLE_TIMEOUT", default=60)
 # How links sent to people (set-password links) are written: scheme and public port.

@@ -54,6 +54,13 @@ class NodeInput(serializers.Serializer):
     host = serializers.CharField(max_length=253)
     port = serializers.IntegerField(min_value=1, max_value=65535)
     description = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    tls_certificate_sha256 = serializers.CharField(
+        max_length=95,
+        required=False,
+        allow_blank=True,
+        help_text="SHA-256 fingerprint of the node's TLS client certificate (64 hex digits, "
+        "colons allowed); when set, the node is recognised only over DICOM TLS with it.",
+    )
 
 
 class NodeOutput(serializers.ModelSerializer):
@@ -65,6 +72,7 @@ class NodeOutput(serializers.ModelSerializer):
             "host",
             "port",
             "description",
+            "tls_certificate_sha256",
             "created_at",
             "updated_at",
             "last_echo_at",

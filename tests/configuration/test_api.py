@@ -94,7 +94,7 @@ def test_node_crud_through_the_api(alpha, api_as):
         + audit_of(alpha, "node.update")
         + audit_of(alpha, "node.delete")
     ] == ["node.create", "node.update", "node.update", "node.delete"]
-    assert [c.field for c in changes_of(alpha, subject="node")][4:7] == [
+    assert [c.field for c in changes_of(alpha, subject="node")][5:8] == [
         "port",
         "ae_title",
         "description",
@@ -109,6 +109,7 @@ def test_node_crud_through_the_api(alpha, api_as):
         ({"host": "bad host"}, "host", "IP address or a host name"),
         ({"port": 0}, "port", "greater than or equal to 1"),
         ({"port": 70000}, "port", "less than or equal to 65535"),
+        ({"tls_certificate_sha256": "12:34"}, "tls_certificate_sha256", "64 hexadecimal"),
     ],
 )
 def test_node_api_validation(alpha, api_as, payload, field, expected):
@@ -119,6 +120,18 @@ def test_node_api_validation(alpha, api_as, payload, field, expected):
     )
     assert response.status_code == 400 and expected in " ".join(response.json()[field])
     assert nodes_of(alpha) == [] and changes_of(alpha) == []
+
+
+def test_node_api_pins_a_client_certificate(alpha, api_as):
+    fingerprint = "ab" * 32
+    created = api_as(alpha).post(
+        "/api/v1/nodes/",
+        {"ae_title": "US1", "host": "10.0.0.1", "port": 104, "tls_certificate_sha256": "AB" * 32},
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.content
+    assert created.json()["tls_certificate_sha256"] == fingerprint
+    assert [n.tls_certificate_sha256 for n in nodes_of(alpha)] == [fingerprint]
 
 
 def test_node_api_refuses_a_duplicate_address(alpha, api_as):

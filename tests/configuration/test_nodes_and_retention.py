@@ -5,7 +5,7 @@ import re
 import pytest
 from django_tenants.utils import schema_context
 
-from configuration.models import RemoteNode
+from configuration.models import SINGLETON_ID, RemoteNode, TenantSettings
 from configuration.selectors import node_is_allowed, retention_preview
 from configuration.services import settings_update
 from tests.configuration.conftest import (
@@ -42,6 +42,7 @@ def test_adding_a_node_lists_it_and_versions_each_field(alpha, alpha_admin, alph
         ("node", node.pk, "host", None, "10.20.30.40"),
         ("node", node.pk, "port", None, 104),
         ("node", node.pk, "description", None, "CT 1"),
+        ("node", node.pk, "tls_certificate_sha256", None, ""),
     ]
     [event] = audit_of(alpha, "node.create")
     assert event.actor == alpha_admin and event.object_id == str(node.pk)
@@ -59,6 +60,8 @@ def test_adding_a_node_lists_it_and_versions_each_field(alpha, alpha_admin, alph
         ({"host": "300.1.1.1"}, "host", "IP address or a host name"),
         ({"port": "0"}, "port", "greater than or equal to 1"),
         ({"port": "65536"}, "port", "less than or equal to 65535"),
+        ({"tls_certificate_sha256": "AB:CD"}, "tls_certificate_sha256", "64 hexadecimal"),
+        ({"tls_certificate_sha256": "g" * 64}, "tls_certificate_sha256", "64 hexadecimal"),
     ],
 )
 def test_invalid_nodes_are_refused_and_nothing_is_saved(
@@ -114,6 +117,7 @@ def test_deleting_a_node_asks_first_then_versions_and_audits(alpha, alpha_admin_
         ("host", None),
         ("port", None),
         ("description", None),
+        ("tls_certificate_sha256", None),
     }
     assert audit_of(alpha, "node.delete")[0].details["ae_title"] == "CT1"
 
@@ -128,6 +132,27 @@ def test_only_listed_nodes_are_allowed_when_the_policy_says_so(alpha, alpha_admi
         assert node_is_allowed(calling_ae="MR1", address="127.0.0.1")
         assert not node_is_allowed(calling_ae="CT1", address="10.0.0.6")
         assert not node_is_allowed(calling_ae="MR1", address="10.0.0.5")
+
+
+def test_a_node_pinned_to_a_certificate_is_allowed_only_with_it(alpha, alpha_admin_client):
+    fingerprint = "0123456789abcdef" * 4
+    written = ":".join(fingerprint.upper()[i : i + 2] for i in range(0, 64, 2))  # openssl's
+    response = alpha_admin_client.post(
+        "/settings/nodes/new/", {**NODE, "tls_certificate_sha256": f" {written} "}
+    )
+    assert response.status_code == 302
+    [node] = nodes_of(alpha)
+    assert node.tls_certificate_sha256 == fingerprint
+    with schema_context(alpha.schema_name):
+        TenantSettings.objects.filter(pk=SINGLETON_ID).update(require_known_nodes=True)
+        peer = {"calling_ae": "CT_SCANNER", "address": "10.20.30.40"}
+        assert node_is_allowed(**peer, certificate=fingerprint)
+        assert not node_is_allowed(**peer)
+        assert not node_is_allowed(**peer, certificate="f" * 64)
+    # Removing the pin recognises the node by title and address again, and forgets its echo.
+    alpha_admin_client.post(f"/settings/nodes/{node.pk}/", {**NODE, "tls_certificate_sha256": ""})
+    with schema_context(alpha.schema_name):
+        assert node_is_allowed(calling_ae="CT_SCANNER", address="10.20.30.40")
 
 
 # Retention rules -------------------------------------------------------------------------

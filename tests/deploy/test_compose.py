@@ -308,3 +308,22 @@ def test_build_context_keeps_what_the_image_needs() -> None:
     for source in re.findall(r"^COPY (\S+)/ ", DOCKERFILE.read_text(), re.MULTILINE):
         assert (PROJECT_ROOT / source).is_dir(), source
         assert source not in ignored, source
+
+
+def test_the_dicom_tls_override_publishes_the_tls_port_and_mounts_its_certificates() -> None:
+    override = yaml.safe_load((DEPLOY / "docker-compose.dicom-tls.yml").read_text())
+    [(name, service)] = override["services"].items()
+    assert name == "dicom" and name in services()
+    [port] = service["ports"]
+    assert port.startswith("${PORTAL_DICOM_TLS_PORT:?") and port.endswith(
+        ":${PORTAL_DICOM_TLS_PORT}"
+    )
+    [volume] = service["volumes"]
+    assert volume.endswith(":/run/dicom-tls:ro")
+    # The paths .env.example suggests are inside that mount.
+    suggested = [
+        line.split("=", 1)[1]
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if re.match(r"# PORTAL_DICOM_TLS_(CERTIFICATE|KEY|CLIENT_CA)=", line)
+    ]
+    assert len(suggested) == 3 and all(p.startswith("/run/dicom-tls/") for p in suggested)

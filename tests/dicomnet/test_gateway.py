@@ -315,7 +315,9 @@ def test_suspended_tenant_is_rejected(dcmtk, sites, gateway_port, ct) -> None:
         connection.set_schema_to_public()
         tenant_resume(tenant=Tenant.objects.get(pk=a.tenant.pk), actor="tests")
     assert echo.returncode != 0
+    # The rejection an unknown title gets: a suspended hospital's title is not revealed.
     assert "Association Rejected" in echo.stdout + echo.stderr
+    assert "Called AE Title Not Recognized" in echo.stdout + echo.stderr
     assert store.returncode != 0
     assert a.instances(sop) == []
     assert echoscu(gateway_port, a.ae).returncode == 0

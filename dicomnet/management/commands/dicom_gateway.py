@@ -8,10 +8,12 @@ import threading
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from pynetdicom import _config as pynetdicom_config
 
+from dicomnet import tls
 from dicomnet.gateway import DEFAULT_AE_TITLE, DicomGateway
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,13 @@ class Command(BaseCommand):
             type=int,
             default=settings.PORTAL_DICOM_PORT,
             help="TCP port to listen on (default: PORTAL_DICOM_PORT, %(default)s).",
+        )
+        parser.add_argument(
+            "--tls-port",
+            type=int,
+            default=settings.PORTAL_DICOM_TLS_PORT,
+            help="Also serve DICOM TLS on this port, with PORTAL_DICOM_TLS_CERTIFICATE and "
+            "PORTAL_DICOM_TLS_KEY (default: PORTAL_DICOM_TLS_PORT, %(default)s; 0: no TLS).",
         )
         parser.add_argument(
             "--host",
@@ -61,9 +70,17 @@ class Command(BaseCommand):
         processes = options["processes"]
         if processes < 1:
             raise CommandError("--processes must be at least 1.")
+        if not 0 <= options["tls_port"] <= 65535 or options["tls_port"] == options["port"]:
+            raise CommandError("--tls-port must be 0 (off) or a port other than --port.")
+        try:
+            options["ssl_context"] = tls.server_context(port=options["tls_port"])
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from error
+        tls_note = f", DICOM TLS on port {options['tls_port']}" if options["ssl_context"] else ""
         self.stdout.write(
             f"DICOM gateway {options['ae_title']} listening on "
-            f"{options['host']}:{options['port']} in {processes} process(es); Ctrl-C stops it"
+            f"{options['host']}:{options['port']}{tls_note} in {processes} process(es); "
+            "Ctrl-C stops it"
         )
         self.stdout.flush()
         if processes == 1:
@@ -97,13 +114,22 @@ class Command(BaseCommand):
 
     def _serve(self, options: dict[str, Any], *, shared: bool) -> None:
         gateway = DicomGateway(ae_title=options["ae_title"])
-        server = gateway.start(options["host"], options["port"], shared=shared)
+        servers = [gateway.start(options["host"], options["port"], shared=shared)]
+        if options["ssl_context"] is not None:
+            servers.append(
+                gateway.start(
+                    options["host"],
+                    options["tls_port"],
+                    shared=shared,
+                    ssl_context=options["ssl_context"],
+                )
+            )
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
         stopping.wait()
         self.stdout.write(f"stopping ({os.getpid()}): open associations get 30 s to finish")
-        gateway.stop(server)
+        gateway.stop(*servers)
 
 
 def _signal_all(children: list[int], signum: int) -> None:
