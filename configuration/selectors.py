@@ -59,12 +59,32 @@ def node_list() -> QuerySet[RemoteNode]:
     return RemoteNode.objects.order_by("ae_title", "host", "port")
 
 
+@dataclass(frozen=True)
+class NodeAdmission:
+    """What the DICOM gateway lets a peer do: associate (C-ECHO, C-STORE) and query."""
+
+    allowed: bool
+    may_query: bool
+
+
+def node_admission(*, calling_ae: str, address: str, certificate: str = "") -> NodeAdmission:
+    """The tenant's answer to `calling_ae` at `address` (`certificate`: the SHA-256 of the
+    peer's TLS client certificate, if it showed one), from one read of the settings and at
+    most one of the node list: it is asked once per association, before any reply."""
+    row = tenant_settings()
+    if not row.require_known_nodes and row.query_retrieve_from_any_node:
+        return NodeAdmission(allowed=True, may_query=True)
+    listed = node_is_listed(calling_ae=calling_ae, address=address, certificate=certificate)
+    return NodeAdmission(
+        allowed=listed or not row.require_known_nodes,
+        may_query=listed or row.query_retrieve_from_any_node,
+    )
+
+
 def node_is_allowed(*, calling_ae: str, address: str, certificate: str = "") -> bool:
-    """Whether the DICOM gateway may accept an association from `calling_ae` at `address`
-    (`certificate`: the SHA-256 of the peer's TLS client certificate, if it showed one)."""
-    if not tenant_settings().require_known_nodes:
-        return True
-    return node_is_listed(calling_ae=calling_ae, address=address, certificate=certificate)
+    """Whether the DICOM gateway may accept an association from `calling_ae` at `address`."""
+    peer = {"calling_ae": calling_ae, "address": address, "certificate": certificate}
+    return node_admission(**peer).allowed
 
 
 def node_is_listed(*, calling_ae: str, address: str, certificate: str = "") -> bool:
@@ -82,9 +102,8 @@ def node_is_listed(*, calling_ae: str, address: str, certificate: str = "") -> b
 def node_may_query(*, calling_ae: str, address: str, certificate: str = "") -> bool:
     """Whether the gateway answers C-FIND, C-MOVE and C-GET from this peer: listed nodes
     only, unless the tenant opened query/retrieve to any node."""
-    if tenant_settings().query_retrieve_from_any_node:
-        return True
-    return node_is_listed(calling_ae=calling_ae, address=address, certificate=certificate)
+    peer = {"calling_ae": calling_ae, "address": address, "certificate": certificate}
+    return node_admission(**peer).may_query
 
 
 def _host_has_address(host: str, address: str) -> bool:

@@ -4,6 +4,7 @@ It answers C-ECHO, stores what C-STORE sends, and serves Query/Retrieve (C-FIND,
 C-GET, patient and study root; see dicomnet/queryretrieve.py) from the called tenant's index.
 """
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -32,7 +33,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from configuration.selectors import node_is_allowed, node_may_query
+from configuration.selectors import node_admission
 from dicomnet import queryretrieve, receive, tls
 from dicomnet.receive import ReceivedFile
 from dicomnet.status import status_dataset
@@ -56,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_AE_TITLE = "PORTAL"
 MAX_ASSOCIATIONS = 64
+# Connections that have not yet asked for an association (or finished their TLS handshake),
+# kept apart from the association slots: past these many the oldest is dropped, as it is
+# past PORTAL_DICOM_PEER_ASSOCIATIONS from one address. A modality asks within
+# milliseconds of connecting; a connection that stays silent is the one to go.
+MAX_PENDING_CONNECTIONS = 16
 
 # A-ASSOCIATE-RJ fields (PS3.8 9.3.4): rejected-permanent, by the service user.
 REJECTED_PERMANENT = 0x01
@@ -147,15 +153,13 @@ def association_check(
         # Same answer as an unknown title: a suspended hospital's title is not revealed.
         return None, Refusal(CALLED_AE_NOT_RECOGNISED, f"tenant {tenant.slug} is {tenant.status}")
     with tenant_context(tenant):
-        peer = {"calling_ae": calling_ae, "address": address, "certificate": certificate}
-        allowed = node_is_allowed(**peer)
-        may_query = allowed and node_may_query(**peer)
-    if not allowed:
+        admitted = node_admission(calling_ae=calling_ae, address=address, certificate=certificate)
+    if not admitted.allowed:
         return None, Refusal(
             CALLED_AE_NOT_RECOGNISED,
             f"calling AE title and address are not among tenant {tenant.slug}'s known nodes",
         )
-    return Admission(tenant, may_query), None
+    return Admission(tenant, admitted.may_query), None
 
 
 def connection_keep() -> None:
@@ -391,7 +395,9 @@ class DicomGateway:
     def __init__(self, *, ae_title: str = DEFAULT_AE_TITLE) -> None:
         self.ae_title = ae_title
         self.ae = GatewayAE(ae_title)
-        self.ae.maximum_associations = MAX_ASSOCIATIONS
+        # pynetdicom counts silent connections as associations too: they have slots of
+        # their own here (see `connection_opened`), and `_over_limits` keeps the 64.
+        self.ae.maximum_associations = MAX_ASSOCIATIONS + MAX_PENDING_CONNECTIONS
         # A silent peer is aborted and its slot freed; negotiation has 30 s (pynetdicom's).
         self.ae.network_timeout = float(settings.PORTAL_DICOM_IDLE_TIMEOUT)
         self.ae.acse_timeout = 30.0
@@ -406,6 +412,8 @@ class DicomGateway:
         for sop_class in queryretrieve.SOP_CLASSES:
             self.ae.add_supported_context(sop_class, QUERY_TRANSFER_SYNTAXES)
         self._sessions: dict[Association, Session] = {}
+        # Connections not yet associated: socket -> peer address, oldest first.
+        self._pending: dict[socket.socket, str] = {}
         self._lock = threading.Lock()
         self.commits = GroupCommit()
 
@@ -481,10 +489,42 @@ class DicomGateway:
         directory.mkdir(exist_ok=True)
         return directory
 
+    # -- connections not yet associated -----------------------------------------------------
+
+    def connection_opened(self, connection: socket.socket, address: str) -> None:
+        """Count a new connection as pending until its A-ASSOCIATE-RQ arrives; make room by
+        dropping the oldest pending connection from the same address, or of all, so
+        connections that never speak cannot take the gateway from anyone."""
+        with self._lock:
+            per_peer = int(settings.PORTAL_DICOM_PEER_ASSOCIATIONS)
+            same = [c for c, peer in self._pending.items() if peer == address]
+            dropped = same[0] if len(same) >= per_peer else None
+            if dropped is None and len(self._pending) >= MAX_PENDING_CONNECTIONS:
+                dropped = next(iter(self._pending))
+            if dropped is not None:
+                dropped_address = self._pending.pop(dropped)
+            self._pending[connection] = address
+        if dropped is not None:
+            logger.warning(
+                "connection from %s dropped: it asked for no association and newer ones "
+                "were waiting",
+                dropped_address,
+            )
+            with contextlib.suppress(OSError):
+                dropped.shutdown(socket.SHUT_RDWR)  # its reader sees the end, the thread ends
+
+    def connection_settled(self, connection: socket.socket | None) -> None:
+        """The connection asked for an association, or is gone: no longer pending."""
+        with self._lock:
+            self._pending.pop(connection, None)  # type: ignore[arg-type]
+
     # -- the association's thread --------------------------------------------------------
 
-    def run_association(self, assoc: Association, reactor: Any) -> None:
-        """The association thread's body: the reactor, then close the job and the connection."""
+    def run_association(
+        self, assoc: Association, reactor: Any, connection: socket.socket | None = None
+    ) -> None:
+        """The association thread's body: the reactor, then close the job and the connection
+        (`connection`: the socket, which pynetdicom forgets once it is closed)."""
         connections.close_all()  # whatever this thread inherited; a new one opens on use
         try:
             reactor()
@@ -498,6 +538,7 @@ class DicomGateway:
                 # the job belongs to the association.
                 with self._lock:
                     self._sessions.pop(assoc, None)
+                self.connection_settled(connection)
                 connections.close_all()
 
     def _finish(self, session: Session) -> None:
@@ -520,6 +561,7 @@ class DicomGateway:
 
     def _on_requested(self, event: Event) -> None:
         assoc = event.assoc
+        self.connection_settled(_connection_of(assoc))
         request = cast(A_ASSOCIATE, assoc.requestor.primitive)
         called_ae = str(request.called_ae_title or "").strip()
         calling_ae = str(request.calling_ae_title or "").strip()
@@ -591,6 +633,8 @@ class DicomGateway:
             return f"tenant {tenant.slug} holds {per_tenant} associations, its limit"
         if sum(1 for s in sessions if s.address == address) >= per_peer:
             return f"{address} holds {per_peer} associations, its limit"
+        if len(sessions) >= MAX_ASSOCIATIONS:
+            return f"the gateway holds {MAX_ASSOCIATIONS} associations, its limit"
         return ""
 
     def _tenant_usable(self, session: Session) -> bool:
@@ -761,6 +805,11 @@ _STORE_SERVED_WITHOUT_INSTANCE = tuple(
 )
 
 
+def _connection_of(assoc: Association) -> socket.socket | None:
+    """The socket `assoc` runs on (an `ssl.SSLSocket` on the TLS port)."""
+    return getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+
+
 def serve_request(serve: Any, msg: Any, context_id: int) -> None:
     """pynetdicom drops a request without a required parameter unanswered, and its sender
     waits for its DIMSE timeout (30 s for storescu). A C-STORE whose Affected SOP Instance
@@ -781,8 +830,10 @@ class GatewayRequestHandler(RequestHandler):
         super().__init__(request, client_address, server)
 
     def handle(self) -> None:
+        self.gateway.connection_opened(self.request, str(self.client_address[0]))
         # On the TLS port: the handshake, here in the connection's thread, with a deadline.
         if not tls.handshake(self.request):
+            self.gateway.connection_settled(self.request)
             return
         # Without it, Nagle's algorithm and the peer's delayed ACKs stall every small
         # response PDU (C-STORE-RSP) by up to 40 ms.
@@ -799,7 +850,9 @@ class GatewayRequestHandler(RequestHandler):
         )
         # Thread.start() calls `self.run`; wrapping it gives the thread a fresh database
         # connection, closes the job whatever ends the association, and closes the connection.
-        assoc.run = partial(self.gateway.run_association, assoc, assoc.run)  # type: ignore[method-assign]
+        assoc.run = partial(  # type: ignore[method-assign]
+            self.gateway.run_association, assoc, assoc.run, self.request
+        )
         assoc._serve_request = partial(serve_request, assoc._serve_request)  # type: ignore[method-assign]
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()

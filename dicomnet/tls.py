@@ -69,9 +69,7 @@ class DeferredHandshakeMixin:
         context = cast(ssl.SSLContext | None, getattr(self, "ssl_context", None))
         client, address = listening.accept()
         if context is not None:
-            client = context.wrap_socket(
-                client, server_side=True, do_handshake_on_connect=False
-            )
+            client = context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
 
 
@@ -103,11 +101,6 @@ def peer_certificate_sha256(assoc: Association) -> str:
     except (ValueError, OSError):
         return ""
     return hashlib.sha256(der).hexdigest() if der else ""
-
-
-def is_tls(assoc: Association) -> bool:
-    dul_socket = getattr(getattr(assoc, "dul", None), "socket", None)
-    return isinstance(getattr(dul_socket, "socket", None), ssl.SSLSocket)
 
 
 def _peer_name(connection: socket.socket) -> str:

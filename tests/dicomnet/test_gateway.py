@@ -5,6 +5,7 @@ these tests set up must be committed and what the gateway stores is committed to
 tenants are made for this module and purged after it.
 """
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -386,6 +387,35 @@ def test_one_tenant_cannot_take_every_association(sites, gateway_port, settings)
         one.release()
 
 
+def test_silent_connections_cannot_take_the_gateway(sites, gateway_port) -> None:
+    """65 connections that never ask for an association (more than the gateway's 64
+    slots) from one address: a modality's C-ECHO to either tenant is still answered at
+    once, and the oldest silent ones were dropped to make room."""
+    a, b = sites
+    silent = [socket.create_connection(("127.0.0.1", gateway_port)) for _ in range(65)]
+    try:
+        client = AE(ae_title="PYCLIENT")
+        client.add_requested_context(Verification)
+        client.acse_timeout = 5
+        for site in (a, b):
+            started = time.monotonic()
+            assoc = client.associate("127.0.0.1", gateway_port, ae_title=site.ae)
+            assert assoc.is_established, "a silent crowd refused a real association"
+            assert assoc.send_c_echo().Status == SUCCESS
+            assoc.release()
+            assert time.monotonic() - started < 3
+        dropped = 0
+        for connection in silent:
+            connection.settimeout(0.5)
+            # Still open: among the few the gateway keeps waiting.
+            with contextlib.suppress(TimeoutError):
+                dropped += connection.recv(1) == b""
+        assert dropped >= 65 - django_settings.PORTAL_DICOM_PEER_ASSOCIATIONS
+    finally:
+        for connection in silent:
+            connection.close()
+
+
 @pytest.fixture
 def known_nodes_required(sites) -> Iterator[Site]:
     """Tenant a requires known nodes and lists only OTHERNODE at 127.0.0.1 at first."""
@@ -563,20 +593,26 @@ def test_concurrent_associations_share_a_commit_and_get_their_own_answers(
     """While one C-STORE is being indexed, three more arrive on three associations: the two
     valid ones go into the next batch together, and each sender hears its own outcome."""
     a, _ = sites
-    staging = Path(a.tenant.storage_root) / ".staging"
     batches: list[int] = []
-    real = gateway_module.store_batch
+    commits: list[gateway_module.GroupCommit] = []
+    real_batch, real_store = gateway_module.store_batch, gateway_module.GroupCommit.store
+
+    def store(self, pending):  # type: ignore[no-untyped-def]
+        commits.append(self)
+        real_store(self, pending)
 
     def first_waits_for_the_others(batch):  # type: ignore[no-untyped-def]
         batches.append(len(batch))
         deadline = time.monotonic() + 20
-        # Received files wait in the staging folder's top level until a batch adopts them.
+        key = batch[0].session.tenant.pk
+        # The two other valid C-STOREs queue behind this batch; the broken one never does.
         while len(batches) == 1 and time.monotonic() < deadline:
-            if sum(1 for entry in staging.iterdir() if entry.is_file()) >= 4:
+            if len(commits[0]._waiting.get(key, [])) >= 2:
                 break
             time.sleep(0.02)
-        real(batch)
+        real_batch(batch)
 
+    monkeypatch.setattr(gateway_module.GroupCommit, "store", store)
     monkeypatch.setattr(gateway_module, "store_batch", first_waits_for_the_others)
 
     def dataset(*, broken: bool = False) -> pydicom.Dataset:
@@ -644,11 +680,8 @@ def test_a_deflate_bomb_is_refused_with_memory_flat(
     assert a.instances(str(meta.MediaStorageSOPInstanceUID)) == []
 
 
-def test_two_gateway_processes_share_the_port(dcmtk, sites, tmp_path) -> None:
-    """`--processes 2`: two children listen on one port (SO_REUSEPORT); eight concurrent
-    storescu associations are all stored; SIGTERM to the parent stops both children."""
-    a, _ = sites
-    port = _free_port()
+def gateway_command(port: int, site: Site, log: Path, *options: str) -> subprocess.Popen:
+    """`manage.py dicom_gateway` on `port`, once it answers `site`'s C-ECHO."""
     env = {
         **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DATABASE_URL": _test_database_url(),
@@ -656,17 +689,62 @@ def test_two_gateway_processes_share_the_port(dcmtk, sites, tmp_path) -> None:
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, "manage.py", "dicom_gateway", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--processes", "2"]
-    with (tmp_path / "gateway.log").open("wb") as log:
-        parent = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    command += ["--port", str(port), *options]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
         )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and echoscu(port, site.ae).returncode != 0:
+        if process.poll() is not None:
+            pytest.fail(log.read_text())
+        time.sleep(0.3)
+    return process
+
+
+def test_pooled_connections_keep_each_association_in_its_tenant(dcmtk, sites, tmp_path) -> None:
+    """The command's gateway hands database connections from one association's thread to
+    the next (portal/dbpool.py): twelve associations alternating between two tenants each
+    store into their own tenant only, on a few PostgreSQL backends, not one each."""
+    a, b = sites
+    port = _free_port()
+
+    def sessions() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+            )
+            return int(cursor.fetchone()[0])
+
+    gateway = gateway_command(port, a, tmp_path / "gateway.log")
+    try:
+        before = sessions()
+        stored: list[tuple[Site, str]] = []
+        for number in range(12):
+            site = (a, b)[number % 2]
+            path = tmp_path / f"{number}.dcm"
+            sop = fresh_copy(bundled("CT_small.dcm"), path)
+            result = storescu(port, site.ae, path)
+            assert result.returncode == 0, result.stdout + result.stderr
+            stored.append((site, sop))
+        opened = sessions() - before
+    finally:
+        gateway.terminate()
+        gateway.wait(60)
+    for site, sop in stored:
+        other = b if site is a else a
+        assert len(site.instances(sop)) == 1 and other.instances(sop) == []
+    assert opened < 8, f"{opened} PostgreSQL sessions for 12 associations"
+
+
+def test_two_gateway_processes_share_the_port(dcmtk, sites, tmp_path) -> None:
+    """`--processes 2`: two children listen on one port (SO_REUSEPORT); eight concurrent
+    storescu associations are all stored; SIGTERM to the parent stops both children."""
+    a, _ = sites
+    port = _free_port()
+    parent = gateway_command(port, a, tmp_path / "gateway.log", "--processes", "2")
     try:
         children: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and echoscu(port, a.ae).returncode != 0:
-            assert parent.poll() is None, (tmp_path / "gateway.log").read_text()
-            time.sleep(0.3)
         children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
         assert len(children) == 2
         files, sops = [], []

@@ -14,7 +14,8 @@ from django.db import connections
 from pynetdicom import _config as pynetdicom_config
 
 from dicomnet import tls
-from dicomnet.gateway import DEFAULT_AE_TITLE, DicomGateway
+from dicomnet.gateway import DEFAULT_AE_TITLE, MAX_ASSOCIATIONS, DicomGateway
+from portal.dbpool import pool_connections
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class Command(BaseCommand):
                     break
 
     def _serve(self, options: dict[str, Any], *, shared: bool) -> None:
+        # One connection per open association, and a few for what runs beside them.
+        pool_connections(max_size=MAX_ASSOCIATIONS + 4)
         gateway = DicomGateway(ae_title=options["ae_title"])
         servers = [gateway.start(options["host"], options["port"], shared=shared)]
         if options["ssl_context"] is not None:
