@@ -26,22 +26,20 @@ class IdentityForm(forms.Form):
     )
     ae_title = forms.CharField(
         label="AE title",
-        max_length=16,
         required=False,
-        strip=False,
-        help_text="Called AE title modalities send to: 1-16 characters, no backslash. "
-        "Changing it means reconfiguring every modality that sends here.",
+        disabled=True,
+        help_text="Called AE title modalities send to. It routes DICOM traffic to this "
+        "archive, so only the platform administrator changes it.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["display_name"].widget.attrs["autofocus"] = True
 
-    def clean_ae_title(self) -> str:
-        value = self.cleaned_data["ae_title"].strip()
-        if value:
-            validate_ae_title(value)
-        return value
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        cleaned.pop("ae_title", None)  # shown, never submitted
+        return cleaned
 
 
 class PoliciesForm(forms.Form):

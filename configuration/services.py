@@ -18,7 +18,6 @@ from configuration.selectors import calling_ae_title, retention_preview, tenant_
 from configuration.validators import certificate_fingerprint
 from tenants.models import Tenant
 from tenants.services import tenant_update
-from tenants.validators import validate_ae_title
 
 SETTINGS_FIELDS = (
     "accent_colour",
@@ -36,7 +35,7 @@ SETTINGS_FIELDS = (
     "job_quarantine_purge",
 )
 # Identity lives on the tenant's public row; the API and forms call the name `display_name`.
-IDENTITY_FIELDS = {"display_name": "name", "ae_title": "ae_title"}
+IDENTITY_FIELDS = {"display_name": "name"}
 NODE_FIELDS = ("ae_title", "host", "port", "description", "tls_certificate_sha256")
 RULE_FIELDS = ("modality", "days", "enabled")
 SHORT_RETENTION_DAYS = 30
@@ -44,7 +43,9 @@ SHORT_RETENTION_MESSAGE = (
     f"A rule keeping studies less than {SHORT_RETENTION_DAYS} days deletes recent studies; "
     "tick “I understand” to save it."
 )
-AE_TITLE_TAKEN = "This AE title is used by another archive on this platform; choose another."
+AE_TITLE_PLATFORM = (
+    "The AE title routes DICOM traffic to this archive: only the platform administrator changes it."
+)
 
 Changes = dict[str, tuple[Any, Any]]
 
@@ -52,17 +53,21 @@ Changes = dict[str, tuple[Any, Any]]
 def settings_update(
     *, tenant: Tenant, actor: User, request: HttpRequest | None = None, **values: Any
 ) -> TenantSettings:
-    """Change any of SETTINGS_FIELDS and the identity (`display_name`, `ae_title`) at once.
+    """Change any of SETTINGS_FIELDS and the display name at once (the AE title is the
+    platform's to change: `tenants.services.tenant_update`).
 
     Nothing is saved unless every value is valid; the tenant object passed in shows the new
     identity afterwards.
     """
-    unknown = set(values) - set(SETTINGS_FIELDS) - set(IDENTITY_FIELDS)
+    unknown = set(values) - set(SETTINGS_FIELDS) - set(IDENTITY_FIELDS) - {"ae_title"}
     if unknown:
         raise TypeError(f"Unknown settings: {', '.join(sorted(unknown))}")
     values = _normalised_settings(values)
+    # Shown with the settings and accepted unchanged, so a client may send back what it read.
+    if "ae_title" in values and values.pop("ae_title") != tenant.ae_title:
+        raise ValidationError({"ae_title": [AE_TITLE_PLATFORM]})
     tenant_settings()  # the row to lock must exist
-    with _unique_violations_as({"ae_title": AE_TITLE_TAKEN}), transaction.atomic():
+    with transaction.atomic():
         row = TenantSettings.objects.select_for_update().get()
         identity = Tenant.all_objects.select_for_update().get(pk=tenant.pk)
         changes: Changes = {}
@@ -134,18 +139,6 @@ def _identity_errors(identity: Tenant, changes: Changes) -> dict[str, list[str]]
             errors["display_name"] = ["Enter the name shown in the header of every page."]
         elif len(name) > 200:
             errors["display_name"] = ["Use at most 200 characters."]
-    if "ae_title" in changes:
-        new = changes["ae_title"][1]
-        try:
-            validate_ae_title(new or "")
-        except ValidationError as exc:
-            errors["ae_title"] = exc.messages
-        else:
-            # Checked in the public schema, case-blind: modalities are often configured in
-            # upper case, and two archives differing only in case would be a trap.
-            taken = Tenant.all_objects.filter(ae_title__iexact=new).exclude(pk=identity.pk)
-            if taken.exists():
-                errors["ae_title"] = [AE_TITLE_TAKEN]
     return errors
 
 

@@ -87,7 +87,9 @@ class SettingsView(CapabilityRequiredMixin, TemplateView):
         if form_class is None:
             messages.error(request, "Unknown settings section; nothing was changed.")
             return redirect("settings")
-        form = form_class(request.POST, prefix=section)
+        row = selectors.tenant_settings()
+        initial = _section_initial(row, request.tenant)[section]  # type: ignore[attr-defined]
+        form = form_class(request.POST, prefix=section, initial=initial)  # shown if disabled
         if form.is_valid():
             try:
                 services.settings_update(

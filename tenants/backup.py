@@ -133,6 +133,7 @@ from portal.schemas import tenant_connection
 from studies.storage import StoragePathError, resolve_inside
 from tenants.models import Domain, Tenant, TenantEvent, TenantStatus
 from tenants.provisioning import template_is_current
+from tenants.selectors import ae_title_holder
 from tenants.validators import schema_name_for, validate_ae_title, validate_slug
 
 logger = logging.getLogger(__name__)
@@ -863,10 +864,11 @@ def tenant_import(
         validate_ae_title(ae)
     except ValidationError as error:
         raise BackupError(f"AE title {ae!r}: {' '.join(error.messages)}") from None
-    holder = Tenant.all_objects.filter(ae_title=ae).first()
+    holder = ae_title_holder(ae)
     if holder is not None:
         raise BackupError(
-            f"The AE title {ae} belongs to tenant “{holder.slug}”; choose another with --ae-title."
+            f"The AE title {ae} belongs or belonged to tenant “{holder.slug}” (titles are "
+            "never reused); choose another with --ae-title."
         )
     root = _validate_storage_root(str(storage_root or default_storage_root(slug)))
     if root.exists() and (root.is_symlink() or not root.is_dir() or any(root.iterdir())):

@@ -4,6 +4,7 @@ from django import forms
 from django.conf import settings
 
 from tenants.models import Tenant
+from tenants.selectors import ae_title_holder
 from tenants.validators import validate_ae_title, validate_slug
 
 GIB = 1 << 30
@@ -51,8 +52,12 @@ class TenantCreateForm(forms.Form):
 
     def clean_ae_title(self) -> str | None:
         value = self.cleaned_data["ae_title"] or None
-        if value and Tenant.all_objects.filter(ae_title=value).exists():
-            raise forms.ValidationError("Another tenant already uses this AE title.")
+        holder = ae_title_holder(value) if value else None
+        if holder is not None:
+            raise forms.ValidationError(
+                f"Tenant {holder.slug} uses or used this AE title (in any case); titles are "
+                "never reused."
+            )
         return value
 
 

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 from django_tenants.models import DomainMixin, TenantMixin
 
 from tenants.validators import validate_ae_title, validate_slug
@@ -70,6 +71,9 @@ class Tenant(TenantMixin):
             models.CheckConstraint(
                 condition=models.Q(quota_bytes__gt=0), name="tenant_quota_bytes_positive"
             ),
+            # AE titles compare without case here: ACME and acme would be a trap for whoever
+            # configures a modality.
+            models.UniqueConstraint(Upper("ae_title"), name="tenant_ae_title_unique_any_case"),
             models.CheckConstraint(
                 condition=models.Q(status="deleted", purge_after__isnull=False)
                 | ~models.Q(status="deleted"),

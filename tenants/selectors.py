@@ -11,7 +11,7 @@ from django_tenants.utils import quote_schema_name
 
 from studies.models import MediumStatus
 from tenants import provisioning
-from tenants.models import Tenant, TenantStatus
+from tenants.models import Tenant, TenantEvent, TenantStatus
 
 
 @dataclass(frozen=True)
@@ -227,3 +227,19 @@ def schedulable_tenants() -> list[Tenant]:
         )
         if provisioning.migration_state(tenant.schema_name).is_current
     ]
+
+
+def ae_title_holder(title: str, *, besides: Tenant | None = None) -> Tenant | None:
+    """The tenant, other than `besides`, that holds `title` or held it once, compared without
+    case (purged tenants included: a title is never reused)."""
+    tenants = Tenant.all_objects.all()
+    events = TenantEvent.objects.filter(
+        action="update", details__changes__ae_title__0__iexact=title
+    )
+    if besides is not None and besides.pk is not None:
+        tenants, events = tenants.exclude(pk=besides.pk), events.exclude(tenant=besides)
+    holder = tenants.filter(ae_title__iexact=title).first()
+    if holder is None:
+        event = events.select_related("tenant").first()
+        holder = event.tenant if event is not None else None
+    return holder

@@ -15,16 +15,19 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from accounts.models import Role, User
+from accounts.selectors import active_user_count
 from accounts.services import user_create, user_set_password_path
 from studies.models import StorageMedium
 from studies.storage import StoragePathError, resolve_inside
 from tenants import provisioning
 from tenants.links import tenant_url
 from tenants.models import Domain, Tenant, TenantEvent, TenantStatus
+from tenants.selectors import ae_title_holder
 from tenants.validators import schema_name_for, validate_custom_domain, validate_slug
 
 logger = logging.getLogger(__name__)
@@ -68,13 +71,74 @@ def default_storage_root(slug: str) -> Path:
     return Path(settings.PORTAL_STORAGE_ROOT) / slug
 
 
-def _validate_storage_root(root: str) -> Path:
+def tenant_rules_check(tenant: Tenant, *, existing: bool) -> None:
+    """The rules every tenant row obeys, for creation and every later edit alike, all
+    reported at once: its storage root lies inside the platform's and overlaps no other
+    tenant's (nor, once it exists, leaves out one of its media), its quotas are positive and
+    the user quota holds its active users. Resolves `tenant.storage_root` in place."""
+    errors: dict[str, list[str]] = {}
     try:
-        return resolve_inside(settings.PORTAL_STORAGE_ROOT, root)
+        tenant.full_clean(exclude=["storage_root"])
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    platform = Path(settings.PORTAL_STORAGE_ROOT).resolve()
+    try:
+        root = resolve_inside(platform, tenant.storage_root)
     except StoragePathError:
-        raise ValidationError(
-            {"storage_root": f"The storage root must lie inside {settings.PORTAL_STORAGE_ROOT}."}
-        ) from None
+        errors["storage_root"] = [f"The storage root must lie inside {platform}."]
+    else:
+        tenant.storage_root = str(root)
+        problem = _storage_root_problem(tenant, root, platform, existing=existing)
+        if problem:
+            errors["storage_root"] = [problem]
+    if tenant.ae_title and "ae_title" not in errors:
+        holder = ae_title_holder(tenant.ae_title, besides=tenant)
+        if holder is not None:
+            errors["ae_title"] = [
+                f"Tenant {holder.slug} uses or used the AE title {tenant.ae_title} (in any "
+                "case); a title never passes to another tenant, so modalities configured for "
+                "it cannot reach the wrong archive."
+            ]
+    if tenant.quota_users < 1:
+        errors.setdefault("quota_users", []).append("A tenant needs room for at least 1 user.")
+    elif existing:
+        with schema_context(tenant.schema_name):
+            active = active_user_count()
+        if tenant.quota_users < active:
+            errors.setdefault("quota_users", []).append(
+                f"{tenant.name} has {active} active users; deactivate some before lowering "
+                f"the quota below {active}."
+            )
+    if errors:
+        raise ValidationError(errors)
+
+
+def _storage_root_problem(tenant: Tenant, root: Path, platform: Path, *, existing: bool) -> str:
+    if root == platform:
+        return "A tenant needs its own directory, not the whole storage root."
+    # Another live tenant's root at this one, above it or below it: either would let a purge
+    # or an export of one reach the other's files.
+    others = (
+        Tenant.objects.exclude(pk=tenant.pk)
+        .exclude(schema_name="public")
+        .filter(
+            Q(storage_root__in=[str(root), *map(str, root.parents)])
+            | Q(storage_root__startswith=f"{root}/")
+        )
+    )
+    other = others.order_by("slug").first()
+    if other is not None:
+        return (
+            f"{root} overlaps the storage root of tenant {other.slug} ({other.storage_root}); "
+            "each tenant needs a directory of its own."
+        )
+    if existing:
+        with schema_context(tenant.schema_name):
+            media = list(StorageMedium.objects.order_by("name").values_list("name", "root"))
+        for name, medium_root in media:
+            if not Path(medium_root).resolve().is_relative_to(root):
+                return f"Medium “{name}” ({medium_root}) would lie outside {root}; move it first."
+    return ""
 
 
 def tenant_create(
@@ -104,11 +168,6 @@ def tenant_create(
             validator(value)
         except ValidationError as error:
             raise ValidationError({field: error.error_list}) from None
-    root = _validate_storage_root(storage_root or str(default_storage_root(slug)))
-    if root == Path(settings.PORTAL_STORAGE_ROOT).resolve():
-        raise ValidationError(
-            {"storage_root": "A tenant needs its own directory, not the whole storage root."}
-        )
     tenant = Tenant(
         slug=slug,
         name=name,
@@ -116,10 +175,11 @@ def tenant_create(
         ae_title=ae_title or None,
         quota_bytes=quota_bytes or settings.PORTAL_DEFAULT_QUOTA_BYTES,
         quota_users=quota_users or settings.PORTAL_DEFAULT_QUOTA_USERS,
-        storage_root=str(root),
+        storage_root=storage_root or str(default_storage_root(slug)),
         status=TenantStatus.PROVISIONING,
     )
-    tenant.full_clean()
+    tenant_rules_check(tenant, existing=False)
+    root = Path(tenant.storage_root)
     domain = Domain(domain=f"{slug}.{settings.PORTAL_BASE_DOMAIN}", tenant=tenant, is_primary=True)
     domain.full_clean(exclude=["tenant"])
     if root.exists() and any(root.iterdir()):
@@ -191,14 +251,22 @@ def tenant_update(
         "ae_title": ae_title,
     }
     if storage_root is not None:
-        new_values["storage_root"] = str(_validate_storage_root(storage_root))
+        new_values["storage_root"] = storage_root
+    before = {field: getattr(tenant, field) for field in new_values}
     for field, value in new_values.items():
-        if value is not None and getattr(tenant, field) != value:
-            changes[field] = [getattr(tenant, field), value]
+        if value is not None:
             setattr(tenant, field, value)
+    try:
+        tenant_rules_check(tenant, existing=True)
+    except ValidationError:
+        for field, value in before.items():  # the caller's object stays as it was
+            setattr(tenant, field, value)
+        raise
+    for field, value in before.items():
+        if getattr(tenant, field) != value:
+            changes[field] = [value, getattr(tenant, field)]
     if not changes:
         return tenant
-    tenant.full_clean()
     with transaction.atomic():
         tenant.save(update_fields=list(changes))
         _record(tenant, "update", actor, from_status=tenant.status, changes=changes)

@@ -47,8 +47,8 @@ def test_settings_patch_changes_a_subset_and_versions_it(alpha, api_as):
         ({"cors_origins": ["https://a.example/"]}, "cors_origins", "no path"),
         ({"accent_colour": "#12"}, "accent_colour", "#rrggbb"),
         ({"timezone": "Nowhere/City"}, "timezone", "not a known time zone"),
-        ({"ae_title": "BETA"}, "ae_title", "used by another archive"),
-        ({"ae_title": "A\\B"}, "ae_title", "backslash"),
+        ({"ae_title": "BETA"}, "ae_title", "only the platform administrator"),
+        ({"ae_title": "ALPHA2"}, "ae_title", "only the platform administrator"),
         ({"duplicate_policy": "both"}, "duplicate_policy", "not a valid choice"),
     ],
 )

@@ -1,10 +1,12 @@
 """Tenant lifecycle through the services: create, suspend, resume, delete, restore, purge."""
 
+import io
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django_tenants.utils import schema_context, schema_exists
 
@@ -195,3 +197,68 @@ def test_custom_domains(new_tenant):
     services.domain_remove(domain=domain, actor="ops")
     assert list(Domain.objects.filter(tenant=tenant)) == [primary]
     assert connection.schema_name == "public"
+
+
+def test_edit_applies_every_rule_creation_applies(new_tenant):
+    """The edit form once accepted the platform root, another tenant's directory and a user
+    quota below the active users: the same rules now hold for both, reported at once."""
+    first = new_tenant("rules-a").tenant
+    second = new_tenant("rules-b").tenant
+    platform = Path(settings.PORTAL_STORAGE_ROOT).resolve()
+    for root, says in [
+        (str(platform), "not the whole storage root"),
+        (first.storage_root, "overlaps the storage root of tenant rules-a"),
+        (str(Path(first.storage_root) / "inner"), "overlaps the storage root of tenant rules-a"),
+        ("/etc", "must lie inside"),
+    ]:
+        with pytest.raises(ValidationError) as raised:
+            services.tenant_update(
+                tenant=second, actor="ops", storage_root=root, quota_users=0, name=""
+            )
+        errors = raised.value.message_dict
+        assert says in " ".join(errors["storage_root"]), root
+        assert set(errors) >= {"storage_root", "quota_users", "name"}
+    # The caller's object and the row are untouched.
+    second.refresh_from_db()
+    assert second.storage_root == str(platform / "rules-b") and second.quota_users > 0
+    # Below the active users (the admin counts): refused with the count.
+    with pytest.raises(ValidationError) as raised:
+        services.tenant_update(tenant=second, actor="ops", quota_users=0)
+    assert "quota_users" in raised.value.message_dict
+    with schema_context(second.schema_name):
+        User.objects.create_user(username="second-user", role=Role.VIEWER)
+    with pytest.raises(ValidationError, match="has 2 active users"):
+        services.tenant_update(tenant=second, actor="ops", quota_users=1)
+    # A directory that contains another tenant's is refused at creation too.
+    with pytest.raises(ValidationError, match="overlaps the storage root of tenant rules-a"):
+        new_tenant("rules-c", storage_root=str(platform / "rules-a" / "nested"))
+
+
+def test_an_ae_title_is_unique_in_any_case_and_never_passes_on(new_tenant):
+    first = new_tenant("titles-a", ae_title="TITLESA").tenant
+    with pytest.raises(ValidationError) as raised:
+        new_tenant("titles-b", ae_title="titlesa")
+    assert "titles-a" in " ".join(raised.value.message_dict["ae_title"])
+    second = new_tenant("titles-b", ae_title="TITLESB").tenant
+    # The first hospital moves to a new title; the old one stays theirs.
+    services.tenant_update(tenant=first, actor="ops", ae_title="TITLESA2")
+    with pytest.raises(ValidationError, match="titles-a uses or used"):
+        services.tenant_update(tenant=second, actor="ops", ae_title="TitlesA")
+    with pytest.raises(ValidationError, match="titles-a uses or used"):
+        new_tenant("titles-c", ae_title="TITLESA")
+    services.tenant_update(tenant=first, actor="ops", ae_title="TITLESA")  # its own, back
+    first.refresh_from_db()
+    assert first.ae_title == "TITLESA"
+    # Below the services, the database refuses the same title in another case.
+    with pytest.raises(DatabaseError), transaction.atomic():
+        Tenant.objects.filter(pk=second.pk).update(ae_title="titlesa")
+
+
+def test_the_platform_moves_a_title_from_the_command_line(new_tenant):
+    tenant = new_tenant("titles-cli", ae_title="TITLESCLI").tenant
+    out = io.StringIO()
+    call_command("tenant", "update", "titles-cli", "--ae-title", "TITLESCLI2", stdout=out)
+    tenant.refresh_from_db()
+    assert tenant.ae_title == "TITLESCLI2" and "titles-cli: active" in out.getvalue()
+    with pytest.raises(CommandError, match="quota_users"):
+        call_command("tenant", "update", "titles-cli", "--quota-users", "0", stdout=out)

@@ -76,7 +76,7 @@ def test_create_tenant_shows_the_set_password_link_once(superadmin_client):
         ({"slug": "www"}, "slug", "reserved"),
         ({"slug": "alpha"}, "slug", "exists"),
         ({"admin_email": "nope"}, "admin_email", "valid email"),
-        ({"ae_title": "ALPHA"}, "ae_title", "already uses"),
+        ({"ae_title": "ALPHA"}, "ae_title", "titles are never reused"),
         ({"ae_title": "A\\B"}, "ae_title", "backslash"),
         ({"quota_gib": 0}, "quota_gib", "greater than or equal to 1"),
         ({"storage_root": "/etc"}, "storage_root", "must lie inside"),

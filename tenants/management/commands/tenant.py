@@ -29,6 +29,23 @@ class Command(BaseCommand):
             "--storage-root", help="Allowed storage root (inside PORTAL_STORAGE_ROOT)."
         )
 
+        update = sub.add_parser(
+            "update",
+            help="Change a tenant's name, AE title, quotas or storage root (only what is given).",
+        )
+        update.add_argument("slug")
+        update.add_argument("--name", help="Display name.")
+        update.add_argument(
+            "--ae-title",
+            help="Called AE title (routes DICOM to the tenant; a title never passes to "
+            "another tenant).",
+        )
+        update.add_argument("--quota-bytes", type=int, help="Storage quota in bytes.")
+        update.add_argument("--quota-users", type=int, help="Maximum number of active users.")
+        update.add_argument(
+            "--storage-root", help="Allowed storage root (inside PORTAL_STORAGE_ROOT)."
+        )
+
         listing = sub.add_parser("list", help="List tenants with their status and figures.")
         listing.add_argument("--json", action="store_true", help="Print JSON lines.")
         listing.add_argument("--include-purged", action="store_true")
@@ -131,6 +148,21 @@ class Command(BaseCommand):
                 tenant = self._get(options["slug"])
                 if action == "show":
                     self._show(tenant)
+                elif action == "update":
+                    services.tenant_update(
+                        tenant=tenant,
+                        actor=actor,
+                        **{
+                            field: options[field]
+                            for field in (
+                                "name",
+                                "ae_title",
+                                "quota_bytes",
+                                "quota_users",
+                                "storage_root",
+                            )
+                        },
+                    )
                 elif action == "suspend":
                     services.tenant_suspend(tenant=tenant, actor=actor, reason=options["reason"])
                 elif action == "resume":
