@@ -1,4 +1,6 @@
-"""C-ECHO ("DICOM ping") of a remote node with pynetdicom; no database, plain results."""
+"""C-ECHO ("DICOM ping") of a remote node with pynetdicom; no database, plain results.
+
+Only addresses the egress policy allows are connected to (configuration/egress.py)."""
 
 import socket
 import time
@@ -7,6 +9,8 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from configuration import egress
 
 DEFAULT_CALLING_AE = "PACSPORTAL"
 
@@ -23,8 +27,10 @@ def echo(*, calling_ae: str, ae_title: str, host: str, port: int, timeout: float
     where = f"{host}:{port}"
     calling_ae = calling_ae or DEFAULT_CALLING_AE
     try:
-        address = _resolve(host, port)
-    except OSError:
+        address = egress.resolve(host, port)
+    except egress.AddressRefused as refusal:
+        return EchoResult(False, str(refusal))
+    except (OSError, UnicodeError):
         return EchoResult(False, f"The host name {host} could not be resolved (DNS).")
 
     ae = AE(ae_title=calling_ae)
@@ -62,13 +68,6 @@ def echo(*, calling_ae: str, ae_title: str, host: str, port: int, timeout: float
         )
     finally:
         ae.shutdown()
-
-
-def _resolve(host: str, port: int) -> str:
-    """The first IPv4 (else IPv6) address of `host`, as pynetdicom itself would choose."""
-    entries = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    entries.sort(key=lambda entry: entry[0] != socket.AF_INET)
-    return str(entries[0][4][0])
 
 
 def _send_echo(assoc: Any, ae_title: str, where: str) -> EchoResult:

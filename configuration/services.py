@@ -8,10 +8,12 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from django_ratelimit.core import get_usage
 
 from accounts.models import User
 from audit.models import Outcome
 from audit.services import audit_record
+from configuration import egress
 from configuration.dicom import EchoResult, echo
 from configuration.models import RemoteNode, RetentionRule, SettingChange, TenantSettings
 from configuration.selectors import calling_ae_title, retention_preview, tenant_settings
@@ -36,6 +38,10 @@ SETTINGS_FIELDS = (
 )
 # Identity lives on the tenant's public row; the API and forms call the name `display_name`.
 IDENTITY_FIELDS = {"display_name": "name"}
+# C-ECHOs one tenant may send per minute: enough to test every node after a change, too few
+# to sweep addresses with the button.
+ECHO_RATE = "20/m"
+ECHO_RATE_GROUP = "node-echo"
 NODE_FIELDS = ("ae_title", "host", "port", "description", "tls_certificate_sha256")
 RULE_FIELDS = ("modality", "days", "enabled")
 SHORT_RETENTION_DAYS = 30
@@ -163,6 +169,7 @@ def node_create(
     )
     node.description = description.strip()
     node.full_clean()
+    _check_egress(node.host)
     with _unique_violations_as({"__all__": _duplicate_node_message()}), transaction.atomic():
         node.save()
         _record_changes(
@@ -198,6 +205,8 @@ def node_update(
         locked.full_clean()
         if not changes:
             return locked
+        if "host" in changes:
+            _check_egress(locked.host)
         if changes.keys() & {"ae_title", "host", "port", "tls_certificate_sha256"}:
             locked.last_echo_at, locked.last_echo_ok, locked.last_echo_message = None, None, ""
         locked.save()
@@ -227,6 +236,14 @@ def node_delete(*, node: RemoteNode, actor: User, request: HttpRequest | None = 
     )
 
 
+class EchoLimited(Exception):
+    """The tenant sent ECHO_RATE C-ECHOs this minute already."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"Too many C-ECHO tests this minute; try again in {retry_after} s.")
+
+
 def node_echo(
     *,
     node: RemoteNode,
@@ -235,7 +252,19 @@ def node_echo(
     request: HttpRequest | None = None,
     timeout: float = 5,
 ) -> EchoResult:
-    """C-ECHO the node as this tenant's AE title and keep the answer as its last status."""
+    """C-ECHO the node as this tenant's AE title and keep the answer as its last status.
+
+    From a request, at most ECHO_RATE per tenant (EchoLimited past it)."""
+    if request is not None:
+        usage = get_usage(
+            request,
+            group=ECHO_RATE_GROUP,
+            key=lambda group, request: tenant.schema_name,
+            rate=ECHO_RATE,
+            increment=True,
+        )
+        if usage is not None and usage["should_limit"]:
+            raise EchoLimited(max(1, int(usage["time_left"])))
     calling_ae = calling_ae_title(tenant)
     # The network round trip happens outside any transaction: it may take `timeout` seconds.
     result = echo(
@@ -268,6 +297,14 @@ def node_echo(
             },
         )
     return result
+
+
+def _check_egress(host: str) -> None:
+    """A node the archive could never connect to is refused before it is listed."""
+    try:
+        egress.check_host(host)
+    except egress.AddressRefused as refusal:
+        raise ValidationError({"host": str(refusal)}, code="address_refused") from None
 
 
 def _normalised_node(**values: Any) -> dict[str, Any]:

@@ -193,12 +193,19 @@ class NodeEchoView(CapabilityRequiredMixin, View):
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         node = get_object_or_404(RemoteNode, pk=pk)
-        result = services.node_echo(
-            node=node,
-            tenant=request.tenant,  # type: ignore[attr-defined]
-            actor=request.user,  # type: ignore[arg-type]
-            request=request,
-        )
+        try:
+            result = services.node_echo(
+                node=node,
+                tenant=request.tenant,  # type: ignore[attr-defined]
+                actor=request.user,  # type: ignore[arg-type]
+                request=request,
+            )
+        except services.EchoLimited as limited:
+            if request.htmx:  # type: ignore[attr-defined]
+                context = {"node": node, "notice": str(limited)}
+                return render(request, "configuration/partials/node_status.html", context)
+            messages.error(request, str(limited))
+            return redirect(_settings_url("nodes"))
         if request.htmx:  # type: ignore[attr-defined]
             return render(
                 request, "configuration/partials/node_status.html", {"node": node, "result": result}

@@ -51,6 +51,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from audit.models import Outcome
 from audit.services import audit_record
+from configuration import egress
 from configuration.models import RemoteNode
 from dicomnet.status import status_dataset
 from studies.index.query import (
@@ -486,6 +487,24 @@ def move(
             return iter([(None, None)])  # pynetdicom answers 0xA801
         destination = f"{node.ae_title}@{node.host}:{node.port}"
         try:
+            # Resolved once and checked; the association goes to this address.
+            address = egress.resolve(node.host, node.port)
+        except (egress.AddressRefused, OSError, UnicodeError) as problem:
+            refused = isinstance(problem, egress.AddressRefused)
+            audit_record(
+                action="dimse.move",
+                actor_name=peer,
+                outcome=Outcome.DENIED,
+                details={
+                    "root": root.value,
+                    "destination": destination,
+                    "reason": "address refused by the egress policy"
+                    if refused
+                    else "destination host does not resolve",
+                },
+            )
+            return iter([(None, None)])  # 0xA801: the destination cannot be reached
+        try:
             request = retrieve_request(identifier, root)
             files = instance_files(request.query)
             _check_count(files)
@@ -495,7 +514,7 @@ def move(
             # opens it after a non-zero count. Verification is enough to open it.
             return iter(
                 [
-                    (node.host, node.port, {"contexts": [build_context(Verification)]}),
+                    (address, node.port, {"contexts": [build_context(Verification)]}),
                     1,
                     (status_dataset(refusal.status, refusal.comment), None),
                 ]
@@ -503,7 +522,7 @@ def move(
         _audit_retrieve(Operation.MOVE, peer=peer, request=request, files=files, to=destination)
     return _sent(
         files,
-        first=[(node.host, node.port, {"contexts": storage_contexts(files)}), len(files)],
+        first=[(address, node.port, {"contexts": storage_contexts(files)}), len(files)],
         cancelled=is_cancelled,
     )
 

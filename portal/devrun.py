@@ -17,6 +17,8 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ.setdefault("DEBUG", "true")
     os.environ.setdefault("PORTAL_URL_PORT", str(PORT))
+    # The demo's workstations (storescp, a local viewer) listen on this machine.
+    os.environ.setdefault("PORTAL_DICOM_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     manage("migrate_portal")
     manage("demo_seed")
     celery = [sys.executable, "-m", "celery", "-A", "portal"]

@@ -34,6 +34,15 @@ PORTAL_DICOM_TLS_PORT = env.int("PORTAL_DICOM_TLS_PORT", default=0)
 PORTAL_DICOM_TLS_CERTIFICATE = env("PORTAL_DICOM_TLS_CERTIFICATE", default="")
 PORTAL_DICOM_TLS_KEY = env("PORTAL_DICOM_TLS_KEY", default="")
 PORTAL_DICOM_TLS_CLIENT_CA = env("PORTAL_DICOM_TLS_CLIENT_CA", default="")
+# Networks (CIDRs) of remote nodes the archive may connect to although they are not globally
+# routable: the hospital LAN of an on-premises deployment. Loopback, private, link-local and
+# other internal addresses are refused otherwise (C-ECHO, C-MOVE destinations).
+PORTAL_DICOM_ALLOWED_NETWORKS = env.list("PORTAL_DICOM_ALLOWED_NETWORKS", default=[])
+for _network in PORTAL_DICOM_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"PORTAL_DICOM_ALLOWED_NETWORKS: {_error}") from None
 # Seconds an association may stay silent before the gateway aborts it (its slot comes back).
 PORTAL_DICOM_IDLE_TIMEOUT = env.int("PORTAL_DICOM_IDLE_TIMEOUT", default=60)
 # How links sent to people (set-password links) are written: scheme and public port.

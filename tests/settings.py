@@ -18,6 +18,10 @@ os.environ.setdefault("PORTAL_STORAGE_ROOT", str(_var / "storage"))
 PORTAL_STORAGE_ROOT = Path(os.environ["PORTAL_STORAGE_ROOT"])
 ALLOWED_HOSTS = ["localhost", ".localhost", "testserver"]
 PORTAL_TRUSTED_PROXIES = ["10.9.8.7/32"]
+# Test peers listen on 127.0.0.1 and test nodes sit on a "hospital LAN", 10.0.0.0/8; tests of
+# the egress policy override this. Exported so that servers started by tests agree.
+os.environ.setdefault("PORTAL_DICOM_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128,10.0.0.0/8")
+PORTAL_DICOM_ALLOWED_NETWORKS = os.environ["PORTAL_DICOM_ALLOWED_NETWORKS"].split(",")
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
 STORAGES = {

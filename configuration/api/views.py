@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -113,9 +114,12 @@ class NodeViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def echo(self, request: Request, pk: str) -> Response:
         node = self.get_object()
-        result = services.node_echo(
-            node=node, tenant=_tenant(request), actor=_actor(request), request=request._request
-        )
+        try:
+            result = services.node_echo(
+                node=node, tenant=_tenant(request), actor=_actor(request), request=request._request
+            )
+        except services.EchoLimited as limited:
+            raise Throttled(wait=limited.retry_after, detail=str(limited)) from None
         body = {"ok": result.ok, "message": result.message, "rtt_ms": result.rtt_ms, "node": node}
         return Response(s.EchoOutput(body).data)
 

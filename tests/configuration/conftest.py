@@ -1,6 +1,8 @@
 """Clients of each role on a tenant's site and API, and readers of the configuration tables."""
 
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.test import Client
@@ -13,6 +15,31 @@ from configuration.models import RemoteNode, RetentionRule, SettingChange
 from configuration.selectors import tenant_settings
 from tenants.models import Tenant
 from tests.conftest import logged_in, tenant_client
+
+
+@pytest.fixture
+def hang_up_listener() -> Iterator[tuple[int, list[bool]]]:
+    """A TCP service that is not DICOM: it accepts, closes at once, and counts the connections."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    accepted: list[bool] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(True)
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1]), accepted
+    stop.set()
+    thread.join()
+    server.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 
@@ -70,29 +69,6 @@ def refusing_storescp() -> Iterator[int]:
     process.wait(timeout=10)
 
 
-@pytest.fixture
-def hang_up_listener() -> Iterator[int]:
-    """A TCP service that is not DICOM: it accepts and closes at once."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                continue
-            connection.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield int(server.getsockname()[1])
-    stop.set()
-    thread.join()
-    server.close()
-
-
 def test_echo_succeeds_against_storescp(storescp):
     result = echo(calling_ae="ALPHA", ae_title="ECHOSCP", host="127.0.0.1", port=storescp)
     assert result.ok and result.rtt_ms is not None and result.rtt_ms >= 0
@@ -119,7 +95,8 @@ def test_a_closed_port_is_connection_refused():
 
 
 def test_a_service_that_is_not_dicom_is_named_as_such(hang_up_listener):
-    result = echo(calling_ae="ALPHA", ae_title="ECHOSCP", host="127.0.0.1", port=hang_up_listener)
+    port, _ = hang_up_listener
+    result = echo(calling_ae="ALPHA", ae_title="ECHOSCP", host="127.0.0.1", port=port)
     assert not result.ok and "without a DICOM answer" in result.message
 
 

@@ -651,6 +651,22 @@ def test_move_to_an_unknown_destination_fails_with_a801(
     assert received(registered) == {}
 
 
+def test_move_to_a_destination_outside_the_egress_policy_sends_nothing(
+    settings, sites, gateway_port, archive, registered
+) -> None:
+    """A node listed while its network was allowed: once the platform no longer allows it,
+    the gateway does not connect there (SSRF through C-MOVE)."""
+    settings.PORTAL_DICOM_ALLOWED_NETWORKS = []
+    a, _ = sites
+    study = identifier("STUDY", StudyInstanceUID=archive.study1)
+    [(status, _)] = c_move(gateway_port, a, study, DESTINATION)
+    assert status == MOVE_DESTINATION_UNKNOWN
+    assert received(registered) == {}
+    audit = audit_rows(a, "dimse.move")[-1]
+    assert audit.outcome == "denied"
+    assert audit.details["reason"] == "address refused by the egress policy"
+
+
 def test_move_at_the_other_tenant_sends_nothing_of_a(
     qr_tools, sites, gateway_port, archive, registered, destination
 ) -> None:
