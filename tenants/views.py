@@ -31,7 +31,12 @@ class SuperAdminRequiredMixin(AccessMixin):
             return self.handle_no_permission()
         if not request.user.is_superuser:
             return render(request, "errors/forbidden.html", status=403)
+        self.admitted(**kwargs)
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def admitted(self, **kwargs: Any) -> None:
+        """Runs once the visitor is known to be a super-admin: lookups that could reveal
+        what exists belong here, not before the login check."""
 
 
 def _form_errors_from(error: ValidationError, form: Any) -> None:
@@ -92,11 +97,10 @@ class TenantCreateView(SuperAdminRequiredMixin, FormView):
 
 
 class TenantMixin(SuperAdminRequiredMixin):
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    def admitted(self, **kwargs: Any) -> None:
         self.tenant = get_object_or_404(
             selectors.tenant_list(include_purged=True), slug=kwargs["slug"]
         )
-        return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return super().get_context_data(tenant=self.tenant, **kwargs)  # type: ignore[misc]

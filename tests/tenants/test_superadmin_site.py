@@ -13,6 +13,21 @@ def test_anonymous_and_tenant_users_are_kept_out(db, alpha_admin_client):
     assert response.status_code == 302 and response["Location"].startswith("/account/login/")
 
 
+@pytest.mark.parametrize("suffix", ["", "edit/", "usage/", "delete/"])
+def test_outsiders_cannot_tell_which_tenant_slugs_exist(alpha, make_user, suffix):
+    """The same answer for a real slug and an invented one, before the login check and after."""
+    plain = make_user(None, username="plain")
+    for client in (
+        Client(HTTP_HOST="localhost"),
+        logged_in(Client(HTTP_HOST="localhost"), plain.username),
+    ):
+        real = client.get(f"/tenants/{alpha.slug}/{suffix}")
+        invented = client.get(f"/tenants/no-such-tenant/{suffix}")
+        assert real.status_code == invented.status_code
+        assert real.status_code in (302, 403)
+        assert real.get("Location", "").split("?")[0] == invented.get("Location", "").split("?")[0]
+
+
 def test_platform_user_without_superuser_gets_403(make_user):
     plain = make_user(None, username="plain")
     client = logged_in(Client(HTTP_HOST="localhost"), plain.username)
