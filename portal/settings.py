@@ -4,6 +4,7 @@ import ipaddress
 from pathlib import Path
 
 import environ
+from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -105,6 +106,8 @@ SHARED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_htmx",
+    "csp",
+    "drf_spectacular_sidecar",
     "corsheaders",
     "portal",
     "dicomnet",
@@ -145,6 +148,7 @@ MIDDLEWARE = [
     # After routing (the tenant's origins, prefix stripped), before anything that answers.
     "portal.cors.TenantCorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "portal.routing.TenantSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -197,6 +201,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
                 "portal.context_processors.portal",
                 "configuration.context_processors.branding",
             ],
@@ -261,7 +266,24 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=3600)
-    SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# In path-routing mode every tenant's pages share one browser origin, so a script injected into
+# one tenant's page could read another's. Pages may run only this origin's script files (no
+# inline script, no eval), styles only from files or a per-response nonce, and no page may be
+# framed or submit a form elsewhere. Subdomain mode adds isolation by origin on top.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF],
+        "style-src": [csp.SELF, csp.NONCE],
+        "img-src": [csp.SELF, "data:", "blob:"],
+        "connect-src": [csp.SELF],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "frame-ancestors": [csp.NONE],
+        "form-action": [csp.SELF],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
@@ -313,6 +335,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Super-admin and tenant REST API of the multitenant PACS portal.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the installed package, not a CDN: nothing is loaded from the internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)

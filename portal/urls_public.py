@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from tenants import views
 
@@ -41,5 +41,5 @@ urlpatterns = [
     path(
         "api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_public"), name="api_schema"
     ),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
 ]

@@ -1,7 +1,7 @@
 """URLconf of every tenant site (below its host or `/t/<slug>/` prefix)."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from studies.dashboard import DashboardView
 
@@ -27,5 +27,5 @@ urlpatterns = [
     path(
         "api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_tenants"), name="api_schema"
     ),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
 ]

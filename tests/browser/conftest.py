@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 from django.test import override_settings
-from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, sync_playwright
 
 from accounts.models import User
 from accounts.services import user_create
@@ -191,19 +191,35 @@ def browser() -> Iterator[Browser]:
         playwright.stop()
 
 
-@pytest.fixture
-def new_context(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
-    """Make fresh browser contexts (own cookies each); all are closed after the test."""
-    contexts: list[BrowserContext] = []
+class ContextFactory:
+    """Makes fresh browser contexts (own cookies each) and keeps every message in which the
+    browser refused something under the Content-Security-Policy."""
 
-    def make() -> BrowserContext:
-        context = browser.new_context()
-        contexts.append(context)
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+        self.csp_violations: list[str] = []
+
+    def __call__(self) -> BrowserContext:
+        context = self.browser.new_context()
+        context.on("console", self._console)
+        self.contexts.append(context)
         return context
 
-    yield make
-    for context in contexts:
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.csp_violations.append(f"{message.location.get('url', '?')}: {message.text}")
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[ContextFactory]:
+    """Fresh browser contexts, all closed after the test. Every browser test is also a test of
+    the Content-Security-Policy: a page of ours that the policy breaks fails it."""
+    factory = ContextFactory(browser)
+    yield factory
+    for context in factory.contexts:
         context.close()
+    assert not factory.csp_violations, "\n".join(factory.csp_violations)
 
 
 @dataclass(frozen=True)

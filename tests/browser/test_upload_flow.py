@@ -98,5 +98,6 @@ def test_upload_in_the_browser_then_open_the_study_with_thumbnails(
     expect(page.get_by_role("heading", level=1)).to_be_visible()
     thumbnail = page.locator("td.thumb img").first
     expect(thumbnail).to_be_visible(timeout=20_000)
-    width = thumbnail.evaluate("img => img.complete ? img.naturalWidth : 0")
+    # Visible is not loaded: decode() settles once the bytes are in (rejects if not an image).
+    width = thumbnail.evaluate("img => img.decode().then(() => img.naturalWidth, () => 0)")
     assert width > 0, "the thumbnail did not load as an image"

@@ -89,7 +89,7 @@ def test_the_settings_page_shows_it_ready_to_copy(alpha, beta, alpha_admin_clien
     assert 'id="ohif"' in page and 'href="#ohif"' in page
     assert 'No <a href="#cors">CORS origins</a> are listed yet' in page
     assert 'href="/settings/ohif.json"' in page
-    assert '<button type="button" id="ohif-copy" aria-controls="ohif-config">' in page
+    assert 'id="ohif-copy" aria-controls="ohif-config" data-copy="ohif-config"' in page
     assert 'role="status"' in page and '<label for="ohif-config">' in page
     assert "read</code>" in page and "Authorization: Bearer" in page
     shown = json.loads(response.context["ohif_json"])
