@@ -51,9 +51,16 @@ def _tenant(request: HttpRequest) -> Tenant:
 
 
 def _safe_next(request: HttpRequest, fallback: str) -> str:
+    """`next` if it is a path on this site, else `fallback`. Only paths: `redirect()` would
+    take a bare word for a view name, and a header cannot carry control characters."""
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    if (
+        target.startswith("/")
+        and target.isprintable()
+        and len(target) <= 2000
+        and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         return target
     return fallback

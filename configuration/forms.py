@@ -5,7 +5,12 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from configuration.models import DuplicatePolicy, PatientMismatchPolicy, RetentionRule
+from configuration.models import (
+    MAX_RETENTION_DAYS,
+    DuplicatePolicy,
+    PatientMismatchPolicy,
+    RetentionRule,
+)
 from configuration.services import SHORT_RETENTION_DAYS, SHORT_RETENTION_MESSAGE
 from configuration.validators import validate_certificate_fingerprint, validate_modality
 from tenants.validators import validate_ae_title
@@ -153,7 +158,9 @@ class RetentionRuleForm(forms.Form):
         help_text="DICOM modality code (CT, MR, US, CR, DX, MG, PT, NM, XA, OT…) or * for all.",
     )
     days = forms.IntegerField(
-        min_value=1, help_text="Studies are deleted this many days after they were received."
+        min_value=1,
+        max_value=MAX_RETENTION_DAYS,
+        help_text="Studies are deleted this many days after they were received.",
     )
     enabled = forms.BooleanField(required=False, initial=True)
     confirm_short = forms.BooleanField(

@@ -137,6 +137,10 @@ class RemoteNode(models.Model):
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
+# A century: beyond any legal retention period, and far inside what date arithmetic can reach.
+MAX_RETENTION_DAYS = 36_525
+
+
 class RetentionRule(models.Model):
     """Studies of `modality` (or of any, `*`) received more than `days` ago are deleted."""
 
@@ -148,7 +152,8 @@ class RetentionRule(models.Model):
         help_text="DICOM modality code such as CT or MR, or * for every modality.",
     )
     days = models.PositiveIntegerField(
-        validators=[MinValueValidator(1)], help_text="Keep studies this many days after receipt."
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_RETENTION_DAYS)],
+        help_text="Keep studies this many days after receipt.",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -159,7 +164,11 @@ class RetentionRule(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(days__gte=1), name="retentionrule_days_positive"
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(days__lte=MAX_RETENTION_DAYS),
+                name="retentionrule_days_at_most_a_century",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -18,3 +19,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.APIException(detail=str(exc))
         exc.status_code = 409
     return drf_exception_handler(exc, context)
+
+
+class BoundedLimitOffsetPagination(LimitOffsetPagination):
+    """`?limit=&offset=` with both bounded: the database takes neither above 2**63, and no
+    client needs more than `max_limit` rows a page."""
+
+    max_limit = 1000
+    max_offset = 10**12
+
+    def get_offset(self, request: Any) -> int:
+        return min(super().get_offset(request), self.max_offset)

@@ -2,7 +2,13 @@
 
 from rest_framework import serializers
 
-from configuration.models import DuplicatePolicy, PatientMismatchPolicy, RemoteNode, RetentionRule
+from configuration.models import (
+    MAX_RETENTION_DAYS,
+    DuplicatePolicy,
+    PatientMismatchPolicy,
+    RemoteNode,
+    RetentionRule,
+)
 from configuration.validators import validate_modality
 
 
@@ -90,7 +96,7 @@ class EchoOutput(serializers.Serializer):
 
 class RuleInput(serializers.Serializer):
     modality = serializers.CharField(max_length=16)
-    days = serializers.IntegerField(min_value=1)
+    days = serializers.IntegerField(min_value=1, max_value=MAX_RETENTION_DAYS)
     enabled = serializers.BooleanField(default=True)
     confirm_short = serializers.BooleanField(
         default=False, help_text="Required (true) to save a rule of less than 30 days."
@@ -105,7 +111,7 @@ class RuleOutput(serializers.ModelSerializer):
 
 class DryRunInput(serializers.Serializer):
     modality = serializers.CharField(max_length=16, validators=[validate_modality])
-    days = serializers.IntegerField(min_value=1)
+    days = serializers.IntegerField(min_value=1, max_value=MAX_RETENTION_DAYS)
 
 
 class DryRunOutput(serializers.Serializer):

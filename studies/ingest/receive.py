@@ -37,9 +37,15 @@ from studies.storage import (
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def printable_label(text: str, limit: int) -> str:
+    """A label from any channel (form, query string, a peer's AE title), safe to store and
+    show: control characters (NUL among them, which PostgreSQL text refuses) become spaces."""
+    return "".join(c if c.isprintable() else " " for c in text[:limit]).strip()
+
+
 def ingest_job_create(*, source: str, created_by: Any = None, description: str = "") -> IngestJob:
     job = IngestJob.objects.create(
-        source=source, created_by=created_by, description=description[:255]
+        source=source, created_by=created_by, description=printable_label(description, 255)
     )
     staging_dir(job.pk).mkdir(parents=True, exist_ok=True)
     return job

@@ -46,6 +46,11 @@ def size_text(value: int) -> str:
     return str(filesizeformat(value)).replace("\xa0", " ")
 
 
+# What Linux file systems take: a longer name or path fails with ENAMETOOLONG on every call.
+NAME_LIMIT = 255
+PATH_LIMIT = 4096
+
+
 def _allowed_root(tenant: "Tenant") -> Path:
     return Path(tenant.storage_root).resolve()
 
@@ -55,6 +60,19 @@ def _resolve_root(text: str, allowed: Path) -> Path:
     text = text.strip()
     if not text:
         raise ValidationError({"root": "Enter the medium's directory."})
+    if not text.isprintable():
+        raise ValidationError(
+            {
+                "root": "A directory name may hold only printable characters (no control or "
+                "direction-override characters)."
+            }
+        )
+    if len(text.encode()) > PATH_LIMIT or any(
+        len(part.encode()) > NAME_LIMIT for part in Path(text).parts
+    ):
+        raise ValidationError(
+            {"root": f"Use at most {NAME_LIMIT} bytes per directory name and {PATH_LIMIT} in all."}
+        )
     candidate = Path(text) if os.path.isabs(text) else allowed / text
     try:
         resolved = candidate.resolve()

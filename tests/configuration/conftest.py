@@ -17,6 +17,11 @@ from tenants.models import Tenant
 from tests.conftest import logged_in, tenant_client
 
 
+@pytest.fixture(autouse=True)
+def _echo_counters_start_at_zero(fresh_rate_limits) -> None:  # type: ignore[no-untyped-def]
+    """The C-ECHO button is rate-limited per tenant; each test here starts with a full budget."""
+
+
 @pytest.fixture
 def hang_up_listener() -> Iterator[tuple[int, list[bool]]]:
     """A TCP service that is not DICOM: it accepts, closes at once, and counts the connections."""

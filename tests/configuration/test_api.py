@@ -222,6 +222,16 @@ def test_dry_run_validates_the_unsaved_rule(alpha, api_as):
     assert response.status_code == 400 and set(response.json()) == {"modality", "days"}
 
 
+def test_a_rule_beyond_a_century_is_refused_not_a_server_error(alpha, api_as):
+    for path in ("/api/v1/retention-rules/dry-run/", "/api/v1/retention-rules/"):
+        response = api_as(alpha).post(
+            path, {"modality": "CT", "days": 10**40}, content_type="application/json"
+        )
+        assert response.status_code == 400
+        assert "36525" in response.json()["days"][0]
+    assert rules_of(alpha) == []
+
+
 def test_read_tokens_read_but_do_not_write(alpha, api_as):
     client = api_as(alpha, Role.ADMIN, scope="read")
     assert client.get("/api/v1/settings/").status_code == 200

@@ -239,6 +239,8 @@ def test_rules_under_30_days_need_the_i_understand_box(alpha, alpha_admin_client
         ({"days": "0"}, "days", "greater than or equal to 1"),
         ({"days": "-5"}, "days", "greater than or equal to 1"),
         ({"days": "ten"}, "days", "whole number"),
+        ({"days": "36526"}, "days", "less than or equal to 36525"),
+        ({"days": "9" * 40}, "days", "less than or equal to 36525"),
     ],
 )
 def test_invalid_rules_are_refused_before_the_dry_run(
