@@ -20,6 +20,11 @@ def csv_lines(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]
         yield writer.writerow(row)
 
 
+# Spreadsheets run a cell as a formula when it starts with = + - @; a leading TAB or CR is
+# skipped by some of them on import, after which the formula character counts again.
+FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
 def spreadsheet_safe(value: str) -> str:
-    """Spreadsheets run cells that start with = + - @ as formulas; make them text."""
-    return "'" + value if value[:1] in {"=", "+", "-", "@"} else value
+    """A cell that no spreadsheet runs as a formula: risky ones get a leading apostrophe."""
+    return "'" + value if value[:1] in FORMULA_STARTS else value

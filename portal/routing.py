@@ -148,10 +148,22 @@ def _error_page(
     return render(request, template, {"reason": reason, "blocked_tenant": tenant}, status=status)
 
 
+def _forget_untrusted_scheme(request: HttpRequest) -> None:
+    """Django believes SECURE_PROXY_SSL_HEADER from any peer; only a trusted proxy may say
+    the client used https (it decides secure cookies, redirects and CSRF's origin check)."""
+    header = settings.SECURE_PROXY_SSL_HEADER
+    if header and header[0] in request.META:
+        remote = request.META.get("REMOTE_ADDR", "")
+        if not is_trusted_proxy(remote):
+            del request.META[header[0]]
+            logger.warning("ignoring %s from untrusted %s", header[0], remote)
+
+
 class TenantRoutingMiddleware(MiddlewareMixin):
     """Activates the selected tenant's schema, URLconf and script prefix for this request."""
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        _forget_untrusted_scheme(request)
         tenant_connection().set_schema_to_public()
         # The prefix is thread-local: start from this request's own, never the last one's.
         set_script_prefix(get_script_name(request.META) + "/")

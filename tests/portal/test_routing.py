@@ -91,6 +91,21 @@ def test_x_tenant_from_an_untrusted_address_is_ignored(alpha, caplog):
     assert "ignoring X-Tenant" in caplog.text
 
 
+@override_settings(
+    SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"), SECURE_SSL_REDIRECT=True
+)
+def test_the_https_header_counts_only_from_a_trusted_proxy(alpha, caplog):
+    """A client that claims https itself is sent to https; the proxy's word is taken."""
+    untrusted = Client(HTTP_HOST="alpha.localhost", REMOTE_ADDR="198.51.100.7")
+    response = untrusted.get("/account/login/", HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 301
+    assert response["Location"] == "https://alpha.localhost/account/login/"
+    assert "ignoring HTTP_X_FORWARDED_PROTO from untrusted 198.51.100.7" in caplog.text
+    proxied = Client(HTTP_HOST="alpha.localhost", REMOTE_ADDR=TRUSTED)
+    response = proxied.get("/account/login/", HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 200 and brand(response) == "Alpha Hospital"
+
+
 def test_conflicting_selectors_are_refused(alpha, beta):
     client = Client(HTTP_HOST="alpha.localhost", REMOTE_ADDR=TRUSTED)
     response = client.get("/account/login/", HTTP_X_TENANT="beta")

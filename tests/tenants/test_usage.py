@@ -314,7 +314,10 @@ def test_the_csv_has_one_row_per_tenant_and_day_and_filters(superadmin_client, r
         assert refused.status_code == 400, query
 
 
-@pytest.mark.parametrize("name", ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)"])
+@pytest.mark.parametrize(
+    "name",
+    ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", '\t=HYPERLINK("x")', "\r=1+1"],
+)
 def test_csv_cells_cannot_become_formulas(superadmin_client, records, alpha, name):
     Tenant.objects.filter(pk=alpha.pk).update(name=name)
     rows = parsed(superadmin_client.get("/tenants/usage.csv?tenant=alpha"))
