@@ -227,6 +227,10 @@ class IngestJob(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # The API token that sent the files, if one did: a `store` token sees only its own jobs.
+    token = models.ForeignKey(
+        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     description = models.CharField(max_length=255, blank=True)
     total = models.PositiveIntegerField(default=0)
     stored = models.PositiveIntegerField(default=0)

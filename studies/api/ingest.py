@@ -12,6 +12,7 @@ from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.models import ApiToken
 from accounts.permissions import Capability, HasCapability
 from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestSource
@@ -98,6 +99,11 @@ class DicomStreamParser(BaseParser):
         return {"stream": stream}
 
 
+def _token(request: Request) -> ApiToken | None:
+    """The API token the request authenticated with; None for a session."""
+    return request.auth if isinstance(request.auth, ApiToken) else None
+
+
 def _chunks(stream: Any) -> Any:
     while chunk := stream.read(CHUNK):
         yield chunk
@@ -117,7 +123,7 @@ class IngestCreateView(generics.GenericAPIView):
     filterset_fields = ["status", "source"]
 
     def get_queryset(self) -> QuerySet[IngestJob]:
-        return ingest_job_list()
+        return ingest_job_list(token=_token(self.request))
 
     @extend_schema(operation_id="v1_ingest_list", responses=IngestJobOutput(many=True))
     def get(self, request: Request) -> Response:
@@ -150,6 +156,7 @@ class IngestCreateView(generics.GenericAPIView):
         job = ingest_job_create(
             source=IngestSource.REST,
             created_by=request.user,
+            token=_token(request),
             description=str(request.query_params.get("description", "")),
         )
         try:
@@ -182,7 +189,7 @@ class IngestJobDetailView(generics.RetrieveAPIView):
     serializer_class = IngestJobOutput
 
     def get_queryset(self) -> QuerySet[IngestJob]:
-        return ingest_job_list()
+        return ingest_job_list(token=_token(self.request))
 
 
 class IngestItemListView(generics.ListAPIView):
@@ -196,5 +203,5 @@ class IngestItemListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[IngestItem]:
         if getattr(self, "swagger_fake_view", False):
             return IngestItem.objects.none()
-        job = get_object_or_404(ingest_job_list(), pk=self.kwargs["pk"])
+        job = get_object_or_404(ingest_job_list(token=_token(self.request)), pk=self.kwargs["pk"])
         return ingest_job_items(job=job)

@@ -112,6 +112,7 @@ class Received:
 
     created_by: Any
     description: str
+    token: Any = None
     job: IngestJob | None = None
     parts: int = 0
     other_media_types: int = 0
@@ -122,7 +123,10 @@ class Received:
         # Opened lazily: a body that is not multipart at all leaves no empty job in /jobs/.
         if self.job is None:
             self.job = ingest_job_create(
-                source=IngestSource.STOW, created_by=self.created_by, description=self.description
+                source=IngestSource.STOW,
+                created_by=self.created_by,
+                description=self.description,
+                token=self.token,
             )
         return self.job
 
@@ -381,6 +385,7 @@ class StoreView(DicomWebView):
 
         self.received = received = Received(
             created_by=self.user,
+            token=self.token,
             description="STOW-RS" + (f" to study {target}" if target else ""),
         )
         job = self._receive(request, boundary, received)

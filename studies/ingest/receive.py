@@ -43,9 +43,14 @@ def printable_label(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else " " for c in text[:limit]).strip()
 
 
-def ingest_job_create(*, source: str, created_by: Any = None, description: str = "") -> IngestJob:
+def ingest_job_create(
+    *, source: str, created_by: Any = None, description: str = "", token: Any = None
+) -> IngestJob:
     job = IngestJob.objects.create(
-        source=source, created_by=created_by, description=printable_label(description, 255)
+        source=source,
+        created_by=created_by,
+        token=token,
+        description=printable_label(description, 255),
     )
     staging_dir(job.pk).mkdir(parents=True, exist_ok=True)
     return job

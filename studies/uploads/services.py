@@ -14,6 +14,7 @@ from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.models import ApiToken, TokenScope
 from audit.services import audit_record
 from studies.ingest import JobStaging, Refusal
 from studies.models import IngestItem, IngestJob, IngestJobStatus, ItemOutcome
@@ -54,8 +55,14 @@ def max_upload_bytes() -> int:
 # -- reads ------------------------------------------------------------------------------------
 
 
-def ingest_job_list() -> QuerySet[IngestJob]:
-    return IngestJob.objects.select_related("created_by").order_by("-created_at", "-id")
+def ingest_job_list(*, token: ApiToken | None = None) -> QuerySet[IngestJob]:
+    """The tenant's ingest jobs, newest first. Seen through a `store` token, only the jobs
+    that token sent: a modality's upload credential must not read the whole tenant's traffic
+    (names, UIDs and reasons of other senders)."""
+    jobs = IngestJob.objects.select_related("created_by").order_by("-created_at", "-id")
+    if token is not None and token.scope == TokenScope.STORE:
+        jobs = jobs.filter(token=token)
+    return jobs
 
 
 def ingest_job_items(*, job: IngestJob) -> QuerySet[IngestItem]:

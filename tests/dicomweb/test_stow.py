@@ -430,6 +430,17 @@ def test_full_tokens_and_admins_may_store(alpha, make_user, storage):  # noqa: F
     assert ds.SOPInstanceUID in instances(alpha)
 
 
+def test_a_stow_job_is_listed_only_to_the_store_token_that_sent_it(alpha, make_user, storage):  # noqa: F811
+    sender, other = make_user(alpha, role=Role.OPERATOR), make_user(alpha, role=Role.OPERATOR)
+    scanner, neighbour = token_client(alpha, sender), token_client(alpha, other)
+    data, _ = dicom()
+    assert stow(scanner, body(data)).status_code == 200
+    (job,) = stow_jobs(alpha)
+    assert [j["id"] for j in scanner.get("/api/v1/ingest/").json()["results"]] == [job.pk]
+    assert neighbour.get("/api/v1/ingest/").json()["count"] == 0
+    assert neighbour.get(f"/api/v1/ingest/{job.pk}/items/").status_code == 404
+
+
 def test_betas_token_is_unknown_on_alphas_site(alpha, beta, make_user, storage):  # noqa: F811
     intruder = make_user(beta, role=Role.ADMIN)
     client = token_client(beta, intruder)

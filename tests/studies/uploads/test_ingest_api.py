@@ -225,3 +225,31 @@ def test_the_hostile_corpus_is_refused_kind_by_kind_and_the_valid_kinds_stored(
             wrong[specimen.kind] = (specimen.expected, got, item.reason)
     assert wrong == {}
     assert stored == {s.sop_instance_uid for s in specimens if s.expected == STORED}
+
+
+def test_a_store_token_sees_only_the_jobs_it_sent(alpha, beta, storage, token_for, run_tasks):
+    """A modality's upload credential reads back its own jobs, not the whole tenant's traffic:
+    another store token of the same tenant, a DIMSE job or a browser upload stay hidden from it,
+    while a full token of an admin still sees them all."""
+    first = tenant_client(alpha, HTTP_AUTHORIZATION=f"Bearer {token_for(alpha)}")
+    second = tenant_client(alpha, HTTP_AUTHORIZATION=f"Bearer {token_for(alpha)}")
+    admin = tenant_client(
+        alpha, HTTP_AUTHORIZATION=f"Bearer {token_for(alpha, Role.ADMIN, TokenScope.FULL)}"
+    )
+    with run_tasks():
+        mine = first.post("/api/v1/ingest/?description=mine", {"files": [named("a", b"x")]})
+        theirs = second.post("/api/v1/ingest/?description=theirs", {"files": [named("b", b"x")]})
+    mine_id, theirs_id = mine.json()["id"], theirs.json()["id"]
+
+    assert [j["id"] for j in first.get("/api/v1/ingest/").json()["results"]] == [mine_id]
+    assert [j["id"] for j in second.get("/api/v1/ingest/").json()["results"]] == [theirs_id]
+    assert first.get(f"/api/v1/ingest/{theirs_id}/").status_code == 404
+    assert first.get(f"/api/v1/ingest/{theirs_id}/items/").status_code == 404
+    assert first.get(f"/api/v1/ingest/{mine_id}/items/").status_code == 200
+    assert {j["id"] for j in admin.get("/api/v1/ingest/").json()["results"]} == {
+        mine_id,
+        theirs_id,
+    }
+    beta_store = tenant_client(beta, HTTP_AUTHORIZATION=f"Bearer {token_for(beta)}")
+    assert beta_store.get("/api/v1/ingest/").json()["count"] == 0
+    assert beta_store.get(f"/api/v1/ingest/{mine_id}/").status_code == 404
