@@ -29,6 +29,9 @@ class Capability(StrEnum):
     INGEST_STORE = "ingest.store"
     JOBS_VIEW = "jobs.view"
     JOBS_MANAGE = "jobs.manage"
+    # Absolute server paths, probe messages and job tracebacks: what the people who run the
+    # machine need, and what tells everyone else how the server is laid out.
+    SERVER_DETAILS = "server.details"
 
 
 C = Capability
@@ -51,7 +54,15 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
 }
 # Capabilities that only read; a `read` token is limited to these (and to safe methods).
 READ_CAPABILITIES = frozenset(
-    {C.DASHBOARD_VIEW, C.STORAGE_VIEW, C.SETTINGS_VIEW, C.AUDIT_VIEW, C.STUDIES_VIEW, C.JOBS_VIEW}
+    {
+        C.DASHBOARD_VIEW,
+        C.STORAGE_VIEW,
+        C.SETTINGS_VIEW,
+        C.AUDIT_VIEW,
+        C.STUDIES_VIEW,
+        C.JOBS_VIEW,
+        C.SERVER_DETAILS,
+    }
 )
 
 
@@ -69,6 +80,16 @@ def token_allows(token: ApiToken | None, capability: Capability, method: str) ->
     if token.scope == TokenScope.READ:
         return capability in READ_CAPABILITIES and method in permissions.SAFE_METHODS
     return capability == C.INGEST_STORE  # TokenScope.STORE
+
+
+def request_allows(request: Any, capability: Capability) -> bool:
+    """Whether the request's user and its token (if any) may use `capability`: for views and
+    serializers that show more to some callers rather than refusing the others."""
+    auth = getattr(request, "auth", None)
+    token = auth if isinstance(auth, ApiToken) else None
+    return has_capability(request.user, capability) and token_allows(
+        token, capability, request.method
+    )
 
 
 class CapabilityRequiredMixin(AccessMixin):
@@ -90,11 +111,7 @@ class HasCapability(permissions.BasePermission):
     message = "Your role or token scope does not allow this."
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        capability = self.capability_for(view, request.method)
-        token = request.auth if isinstance(request.auth, ApiToken) else None
-        return has_capability(request.user, capability) and token_allows(
-            token, capability, request.method
-        )
+        return request_allows(request, self.capability_for(view, request.method))
 
     @staticmethod
     def capability_for(view: Any, method: str) -> Capability:

@@ -28,3 +28,11 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job}@{self.period}: {self.status}"
+
+    @property
+    def error_summary(self) -> str:
+        """What failed, without the traceback and the message (which name files, hosts and
+        code): the exception's class, e.g. "Failed with OSError". Admins see the whole text."""
+        last = next((line for line in reversed(self.error.splitlines()) if line.strip()), "")
+        name = last.split(":", 1)[0].strip().rsplit(".", 1)[-1]
+        return f"Failed with {name}" if name.isidentifier() else "Failed"

@@ -1,7 +1,11 @@
 """Input and output shapes of the storage media API; the rules themselves live in services."""
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.permissions import Capability, request_allows
 from studies.models import MediumKind, MediumStatus, StorageMedium
 
 # Wide bounds only keep values inside the database columns; the services give the real
@@ -38,8 +42,26 @@ class MediumStatusInput(serializers.Serializer):
     status = serializers.ChoiceField(choices=MediumStatus.choices)
 
 
+# Shown only to callers with Capability.SERVER_DETAILS (admins): where the files live on the
+# server, and probe messages that name those directories.
+SERVER_DETAIL_FIELDS = ("root", "last_probe_message")
+
+
 class MediumOutput(serializers.ModelSerializer):
     used_percent = serializers.FloatField(read_only=True)
+    root = extend_schema_field(  # type: ignore[assignment]
+        {"type": "string", "nullable": True, "description": "Directory; null unless an admin asks."}
+    )(serializers.CharField(read_only=True))
+    last_probe_message = extend_schema_field(
+        {"type": "string", "nullable": True, "description": "Null unless an admin asks."}
+    )(serializers.CharField(read_only=True))
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is None or not request_allows(request, Capability.SERVER_DETAILS):
+            data.update(dict.fromkeys(SERVER_DETAIL_FIELDS))
+        return data
 
     class Meta:
         model = StorageMedium

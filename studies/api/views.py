@@ -35,10 +35,10 @@ class MediumViewSet(viewsets.GenericViewSet):
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(s.MediumOutput(page, many=True).data)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(s.MediumOutput(self.get_object()).data)
+        return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(request=s.MediumCreateInput, responses={201: s.MediumOutput})
     def create(self, request: Request) -> Response:
@@ -49,7 +49,7 @@ class MediumViewSet(viewsets.GenericViewSet):
             request=request._request,
             **data.validated_data,
         )
-        return Response(s.MediumOutput(medium).data, status=status.HTTP_201_CREATED)
+        return Response(self.get_serializer(medium).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.MediumUpdateInput, responses=s.MediumOutput)
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -61,7 +61,7 @@ class MediumViewSet(viewsets.GenericViewSet):
             request=request._request,
             **data.validated_data,
         )
-        return Response(s.MediumOutput(medium).data)
+        return Response(self.get_serializer(medium).data)
 
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request: Request, pk: str) -> Response:
@@ -83,7 +83,7 @@ class MediumViewSet(viewsets.GenericViewSet):
             status=data.validated_data["status"],
             request=request._request,
         )
-        return Response(s.MediumOutput(medium).data)
+        return Response(self.get_serializer(medium).data)
 
     @extend_schema(request=None, responses=s.ProbeOutput)
     @action(detail=True, methods=["post"])

@@ -66,7 +66,10 @@ class Command(BaseCommand):
             self._summary(job)
 
     def _import(self, tenant: Tenant, directory: Path, files: list[Path], batch: int) -> IngestJob:
-        job = ingest_job_create(source=IngestSource.FOLDER, description=f"folder {directory}")
+        # The job list is read by operators too: name the folder, not where it is on the server.
+        job = ingest_job_create(
+            source=IngestSource.FOLDER, description=f"folder {directory.resolve().name}"
+        )
         ingest_job_start(job=job)
         root = directory.resolve()
         done = 0
