@@ -20,6 +20,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_ratelimit.core import get_usage
 
 from accounts.models import ApiToken, Role, TokenScope, User
 from accounts.selectors import (
@@ -31,7 +32,7 @@ from accounts.selectors import (
 )
 from audit.models import Outcome
 from audit.services import audit_record
-from portal.routing import bind_session_to_schema
+from portal.routing import bind_session_to_schema, client_address
 from portal.schemas import current_schema
 from tenants.links import tenant_url
 from tenants.models import Tenant
@@ -407,8 +408,47 @@ def login_complete(
     )
 
 
+# Failed logins are written to the audit log coalesced, per fixed window: the first failure of
+# each username from each address, at most ADDRESS_ROWS usernames per address and TENANT_ROWS
+# rows per tenant; past those, one row each time a count reaches 10, 100, 1000... Anyone on the
+# internet can fail a login, and the log must not grow at the rate they choose.
+FAILURE_WINDOW = "15m"
+ADDRESS_ROWS = 20
+TENANT_ROWS = 300
+
+
+def _window_count(request: HttpRequest, group: str, key: str) -> int:
+    """How many times `key` was seen in this window, this time included (per schema: the cache
+    key function prefixes it). 1 if the cache cannot count, so the row is written."""
+    usage = get_usage(
+        request,
+        group=group,
+        key=lambda _group, _request: key,
+        rate=f"{2**31}/{FAILURE_WINDOW}",
+        increment=True,
+    )
+    return int(usage["count"]) if usage and usage["count"] else 1
+
+
+def _is_milestone(count: int) -> bool:
+    return count >= 10 and str(count).rstrip("0") == "1"
+
+
 def login_failure_record(*, request: HttpRequest, username: str, otp: bool = False) -> None:
-    details = {"otp": True} if otp else None
+    address = client_address(request)
+    pair = _window_count(request, "audit.login-failure", f"{username[:150]}\0{address}")
+    from_address = _window_count(request, "audit.login-failure.address", address)
+    in_tenant = _window_count(request, "audit.login-failure.tenant", "")
+    details: dict[str, object] = {"otp": True} if otp else {}
+    if pair == 1 and from_address <= ADDRESS_ROWS and in_tenant <= TENANT_ROWS:
+        pass
+    elif _is_milestone(from_address) and in_tenant <= TENANT_ROWS:
+        details["failures_from_address"] = from_address
+    elif _is_milestone(in_tenant):
+        details["failures_in_tenant"] = in_tenant
+    else:
+        return
+    details["window"] = FAILURE_WINDOW
     audit_record(
         action="login.failure",
         request=request,
@@ -416,6 +456,35 @@ def login_failure_record(*, request: HttpRequest, username: str, otp: bool = Fal
         actor_name=username[:150],
         object_type="user",
         details=details,
+    )
+
+
+def lockout_record(*, request: HttpRequest, username: str, cooloff_minutes: int) -> None:
+    """One row per lockout, however many attempts the lockout then refuses."""
+    key = f"{username[:150]}\0{client_address(request)}"
+    usage = get_usage(
+        request,
+        group="audit.lockout",
+        key=lambda _group, _request: key,
+        rate=f"1/{max(1, cooloff_minutes)}m",
+        increment=True,
+    )
+    if usage is not None and usage["should_limit"]:
+        return
+    audit_record(
+        action="login.lockout",
+        request=request,
+        outcome=Outcome.DENIED,
+        actor_name=username[:150],
+        object_type="user",
+        details={"cooloff_minutes": cooloff_minutes, "failures": settings.AXES_FAILURE_LIMIT},
+    )
+
+
+def password_change_record(*, request: HttpRequest, user: User, via: str) -> None:
+    """A password changed: by its owner ("account"), or through a one-time link ("link")."""
+    audit_record(
+        action="password.change", request=request, actor=user, target=user, details={"via": via}
     )
 
 

@@ -38,7 +38,6 @@ from accounts.forms import (
 from accounts.models import ApiToken, Role, User
 from accounts.permissions import Capability, CapabilityRequiredMixin, has_capability
 from accounts.services import set_password_tokens
-from audit.models import Outcome
 from audit.selectors import AuditFilter, audit_search
 from audit.services import audit_record
 from portal.routing import bind_session_to_schema
@@ -158,6 +157,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     def form_valid(self, form: Any) -> HttpResponse:
         response = super().form_valid(form)
         bind_session_to_schema(self.request)
+        services.password_change_record(request=self.request, user=form.user, via="account")
         messages.success(self.request, "Your password was changed.")
         return response
 
@@ -172,6 +172,7 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
 
     def form_valid(self, form: Any) -> HttpResponse:
         response = super().form_valid(form)
+        services.password_change_record(request=self.request, user=form.user, via="link")
         messages.success(self.request, "Your password is set. Log in with it now.")
         return response
 
@@ -623,12 +624,5 @@ def locked_out(
     """What django-axes shows after too many failed logins: a clear page, status 429."""
     minutes = round(settings.AXES_COOLOFF_TIME * 60)
     username = (credentials or {}).get("username", "") or request.POST.get("username", "")
-    audit_record(
-        action="login.lockout",
-        request=request,
-        outcome=Outcome.DENIED,
-        actor_name=str(username)[:150],
-        object_type="user",
-        details={"cooloff_minutes": minutes},
-    )
+    services.lockout_record(request=request, username=str(username), cooloff_minutes=minutes)
     return render(request, "accounts/locked_out.html", {"minutes": minutes}, status=429)

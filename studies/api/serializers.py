@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.permissions import Capability, request_allows
@@ -49,12 +48,13 @@ SERVER_DETAIL_FIELDS = ("root", "last_probe_message")
 
 class MediumOutput(serializers.ModelSerializer):
     used_percent = serializers.FloatField(read_only=True)
-    root = extend_schema_field(  # type: ignore[assignment]
-        {"type": "string", "nullable": True, "description": "Directory; null unless an admin asks."}
-    )(serializers.CharField(read_only=True))
-    last_probe_message = extend_schema_field(
-        {"type": "string", "nullable": True, "description": "Null unless an admin asks."}
-    )(serializers.CharField(read_only=True))
+    # The metaclass pops declared fields, so `root` does not shadow Field.root at runtime.
+    root = serializers.CharField(  # type: ignore[assignment]
+        read_only=True, allow_null=True, help_text="Directory; null unless an admin asks."
+    )
+    last_probe_message = serializers.CharField(
+        read_only=True, allow_null=True, help_text="Null unless an admin asks."
+    )
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         data = super().to_representation(instance)

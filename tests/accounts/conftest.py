@@ -54,3 +54,8 @@ def wrong_code(device: TOTPDevice) -> str:
 @pytest.fixture
 def alpha_operator(make_user, alpha) -> User:  # type: ignore[no-untyped-def]
     return make_user(alpha, username="oscar", role="operator")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters(fresh_rate_limits):
+    """Failed-login coalescing counts in Redis, outside the test's transaction."""

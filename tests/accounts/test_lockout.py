@@ -26,10 +26,13 @@ def test_five_wrong_passwords_lock_the_user_out_from_that_address(alpha, alpha_a
     assert "Too many failed logins" in page and "blocked for 15 minutes" in page
     assert client.get("/").status_code == 302  # not logged in
 
-    failures = events(alpha, action="login.failure", actor_name="alice")
-    assert len(failures) == 5 and {e.source_address for e in failures} == {ATTACKER}
-    lockouts = events(alpha, action="login.lockout", actor_name="alice")
-    assert lockouts and all(e.outcome == "denied" for e in lockouts)
+    for n in range(5):  # refused by the lockout: no row of their own
+        client.post("/account/login/", {"username": "alice", "password": f"again-{n}"})
+    # Coalesced: one row for alice from that address in the window, one for the lockout.
+    (failure,) = events(alpha, action="login.failure", actor_name="alice")
+    assert failure.source_address == ATTACKER and failure.details == {"window": "15m"}
+    (lockout,) = events(alpha, action="login.lockout", actor_name="alice")
+    assert lockout.outcome == "denied" and lockout.details["failures"] == 5
     # The same person from another address still gets in (the lock is username + address).
     logged_in(tenant_client(alpha, REMOTE_ADDR="198.51.100.1"), "alice")
 
@@ -59,5 +62,41 @@ def test_platform_lockout_does_not_touch_tenants(alpha, alpha_admin, make_user):
         platform.post("/account/login/", {"username": "alice", "password": PASSWORD}).status_code
         == 429
     )
-    assert len(events(None, action="login.failure", actor_name="alice")) == 5
+    assert len(events(None, action="login.failure", actor_name="alice")) == 1
+    assert len(events(None, action="login.lockout", actor_name="alice")) == 1
     logged_in(tenant_client(alpha, REMOTE_ADDR=ATTACKER), "alice")
+
+
+def wrong_logins(client: Client, usernames) -> None:
+    for username in usernames:
+        client.post("/account/login/", {"username": username, "password": "wrong"})
+
+
+def test_failed_logins_under_many_names_cannot_grow_the_audit_log_at_will(
+    alpha, beta, make_user, monkeypatch
+):
+    """One address trying 150 usernames writes its first 20 and a row at the 100th failure;
+    another address, and the other tenant, are counted on their own."""
+    wrong_logins(tenant_client(alpha, REMOTE_ADDR=ATTACKER), [f"u{n}" for n in range(150)])
+    rows = events(alpha, action="login.failure", source_address=ATTACKER)
+    assert len(rows) == 21
+    assert [r.actor_name for r in rows[:20]] == [f"u{n}" for n in range(20)]
+    assert rows[20].actor_name == "u99" and rows[20].details["failures_from_address"] == 100
+
+    wrong_logins(tenant_client(alpha, REMOTE_ADDR="198.51.100.9"), ["u0"])
+    assert len(events(alpha, action="login.failure", source_address="198.51.100.9")) == 1
+    wrong_logins(tenant_client(beta, REMOTE_ADDR=ATTACKER), ["u0"])
+    assert len(events(beta, action="login.failure")) == 1
+
+
+def test_a_tenant_takes_a_bounded_number_of_failure_rows_from_many_addresses(
+    alpha, beta, monkeypatch
+):
+    monkeypatch.setattr("accounts.services.TENANT_ROWS", 5)
+    for n in range(12):
+        wrong_logins(tenant_client(alpha, REMOTE_ADDR=f"203.0.113.{n + 1}"), ["bob"])
+    rows = events(alpha, action="login.failure")
+    assert len(rows) == 6  # five rows, then one when the tenant's count reaches 10
+    assert rows[-1].details["failures_in_tenant"] == 10
+    wrong_logins(tenant_client(beta, REMOTE_ADDR="203.0.113.1"), ["bob"])
+    assert len(events(beta, action="login.failure")) == 1

@@ -8,6 +8,7 @@ from django_tenants.utils import schema_context
 from accounts.models import User
 from studies.models import StorageMedium
 from tenants.links import tenant_base_url
+from tests.accounts.conftest import events
 from tests.conftest import PASSWORD, logged_in, tenant_client
 
 
@@ -60,6 +61,9 @@ def test_password_change_keeps_the_session(alpha, alpha_admin_client):
     )
     assert response.status_code == 302
     assert alpha_admin_client.get("/").status_code == 200
+    (changed,) = events(alpha, action="password.change")
+    assert changed.actor_name == "alice" and changed.details == {"via": "account"}
+    assert changed.object_id == str(changed.actor_id)
     with schema_context(alpha.schema_name):
         assert User.objects.get(username="alice").check_password("another-long-passphrase")
 

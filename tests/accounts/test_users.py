@@ -88,6 +88,8 @@ def test_invite_shows_the_link_once_mails_it_and_the_link_sets_a_password(
         {"new_password1": "a-fresh-passphrase", "new_password2": "a-fresh-passphrase"},
     )
     assert done.status_code == 302
+    (changed,) = events(alpha, action="password.change")
+    assert changed.actor_name == "nina" and changed.details == {"via": "link"}
     assert (
         client.post(
             "/account/login/", {"username": "nina", "password": "a-fresh-passphrase"}

@@ -1,0 +1,8 @@
+"""The audit tests count failed logins, which are coalesced by counters kept in Redis."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters(fresh_rate_limits):  # type: ignore[no-untyped-def]
+    """Every test starts with no failed logins counted."""
