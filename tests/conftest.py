@@ -198,16 +198,17 @@ def new_tenant(db) -> Callable[..., services.TenantCreation]:  # type: ignore[no
 
 @pytest.fixture
 def fresh_rate_limits() -> Iterator[None]:
-    """Rate-limit counters live in Redis, outside the test's transaction: a test that counts
-    them starts from zero and leaves none behind for the next."""
+    """Rate-limit and audit-coalescing counters live in Redis, outside the test's transaction:
+    a test that counts them starts from zero and leaves none behind for the next."""
     import redis
     from django.conf import settings
 
     client = redis.Redis.from_url(settings.REDIS_URL)
 
     def clear() -> None:
-        for key in client.scan_iter(match="*rl:*", count=1000):
-            client.delete(key)
+        for pattern in ("*rl:*", "*audit-window:*"):
+            for key in client.scan_iter(match=pattern, count=1000):
+                client.delete(key)
 
     clear()
     yield

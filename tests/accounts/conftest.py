@@ -57,5 +57,7 @@ def alpha_operator(make_user, alpha) -> User:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_counters(fresh_rate_limits):
-    """Failed-login coalescing counts in Redis, outside the test's transaction."""
+def _fresh_counters(fresh_rate_limits, monkeypatch):
+    """Failed-login coalescing counts in Redis, outside the test's transaction, per window of
+    wall-clock time: each test starts at zero, inside one window."""
+    monkeypatch.setattr("accounts.services._clock", lambda: 1_800_000_000.0)
