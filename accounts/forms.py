@@ -4,6 +4,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -80,7 +81,7 @@ class TokenCreateForm(forms.Form):
     expires_on = forms.DateField(
         required=False,
         label="Expires after",
-        help_text="Optional: the token stops working at the end of this day.",
+        help_text="The token stops working at the end of this day.",
         widget=forms.DateInput(attrs={"type": "date"}),
     )
 
@@ -89,8 +90,10 @@ class TokenCreateForm(forms.Form):
         field = self.fields["scope"]
         assert isinstance(field, forms.ChoiceField)
         field.choices = [(s.value, s.label) for s in scopes]
-        field.initial = scopes[-1].value if len(scopes) > 1 else scopes[0].value
-        if len(scopes) == 1:
+        field.initial = scopes[-1].value if scopes else None
+        days = settings.PORTAL_TOKEN_DEFAULT_DAYS
+        self.fields["expires_on"].help_text += f" Empty: after {days} days." if days else ""
+        if scopes == [TokenScope.FULL]:
             field.help_text = "A token acts with all your rights."
 
     def expires_at(self) -> datetime | None:

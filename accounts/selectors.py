@@ -68,13 +68,15 @@ def token_list(*, user: User | None = None) -> QuerySet[ApiToken]:
     return tokens if user is None else tokens.filter(user=user)
 
 
-def token_scopes_for(user: User) -> list[TokenScope]:
+def token_scopes_for(user: User, *, by_someone_else: bool = False) -> list[TokenScope]:
     """The scopes that give this user's role something to do. Platform tokens are all `full`:
-    the super-admin API has nothing narrower to offer."""
+    the super-admin API has nothing narrower to offer. A token an admin creates for someone
+    else only reads or stores: a `full` one would let its creator act as that user (another
+    admin, say) with none of their second factor and under their name in the audit log."""
     if current_schema() == "public":
-        return [TokenScope.FULL]
+        return [] if by_someone_else else [TokenScope.FULL]
     capabilities = ROLE_CAPABILITIES.get(user.role, frozenset())
-    scopes = [TokenScope.FULL]
+    scopes = [] if by_someone_else else [TokenScope.FULL]
     if capabilities & READ_CAPABILITIES:
         scopes.append(TokenScope.READ)
     if Capability.INGEST_STORE in capabilities:

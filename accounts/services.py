@@ -4,7 +4,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib import auth
@@ -283,10 +283,20 @@ def api_token_create(
     name = name.strip()
     if not name:
         errors["name"] = "Name the token after what uses it, e.g. “CT scanner uploads”."
-    if scope not in token_scopes_for(user):
-        allowed = ", ".join(str(s.label).lower() for s in token_scopes_for(user))
-        errors["scope"] = f"A {user.get_role_display().lower()} token can be: {allowed}."
-    if expires_at is not None and expires_at <= timezone.now():
+    actor = getattr(request, "user", None)
+    by_someone_else = actor is not None and actor.is_authenticated and actor.pk != user.pk
+    scopes = token_scopes_for(user, by_someone_else=by_someone_else)
+    if scope not in scopes:
+        allowed = ", ".join(str(s.label).lower() for s in scopes) or "none"
+        errors["scope"] = (
+            f"A token you create for {user.get_username()} can be: {allowed}. Only they can "
+            "create a full token, which acts with all their rights."
+            if by_someone_else and scope == TokenScope.FULL
+            else f"A {user.get_role_display().lower()} token can be: {allowed}."
+        )
+    if expires_at is None and settings.PORTAL_TOKEN_DEFAULT_DAYS > 0:
+        expires_at = timezone.now() + timedelta(days=settings.PORTAL_TOKEN_DEFAULT_DAYS)
+    elif expires_at is not None and expires_at <= timezone.now():
         errors["expires_at"] = "The expiry date has passed; choose a later one or none."
     if errors:
         raise ValidationError(errors)
@@ -314,7 +324,7 @@ def api_token_create(
     return token, raw
 
 
-def api_token_revoke(*, request: HttpRequest | None, token: ApiToken) -> ApiToken:
+def api_token_revoke(*, request: HttpRequest | None, token: ApiToken, reason: str = "") -> ApiToken:
     """Stop a token from working, for good; revoking twice changes nothing."""
     with transaction.atomic():
         token = ApiToken.objects.select_for_update().select_related("user").get(pk=token.pk)
@@ -326,9 +336,28 @@ def api_token_revoke(*, request: HttpRequest | None, token: ApiToken) -> ApiToke
             action="token.revoke",
             request=request,
             target=token,
-            details={"name": token.name, "owner": token.user.username, "key_id": token.key_id},
+            details={
+                "name": token.name,
+                "owner": token.user.username,
+                "key_id": token.key_id,
+                **({"reason": reason} if reason else {}),
+            },
         )
     return token
+
+
+def admin_full_tokens_revoke(*, request: HttpRequest | None) -> int:
+    """The tenant now requires a second factor of its admins: their `full` tokens, created
+    when a password alone was enough, stop working (each revocation audited). They create new
+    ones once their authenticator is set up. Returns how many were revoked."""
+    tokens = ApiToken.objects.filter(
+        user__role=Role.ADMIN, scope=TokenScope.FULL, revoked_at__isnull=True
+    )
+    revoked = 0
+    for token in tokens.select_related("user").order_by("pk"):
+        api_token_revoke(request=request, token=token, reason="admins-require-2fa")
+        revoked += 1
+    return revoked
 
 
 def otp_device_prepare(*, user: User) -> TOTPDevice:

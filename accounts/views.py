@@ -471,7 +471,12 @@ class UserDetailView(TargetUserMixin, View):
         return self.page(form)
 
     def token_form(self, data: Any = None) -> TokenCreateForm:
-        return TokenCreateForm(data, scopes=selectors.token_scopes_for(self.target))
+        return TokenCreateForm(
+            data,
+            scopes=selectors.token_scopes_for(
+                self.target, by_someone_else=self.target.pk != self.request.user.pk
+            ),
+        )
 
     def page(self, form: TokenCreateForm) -> HttpResponse:
         target = self.target

@@ -76,7 +76,10 @@ class PoliciesForm(forms.Form):
         "title could otherwise read every study.",
     )
     require_admin_2fa = forms.BooleanField(
-        label="Admins must use two-factor authentication", required=False
+        label="Admins must use two-factor authentication",
+        required=False,
+        help_text="Turning this on revokes the admins' full API tokens: they were created with "
+        "a password alone. Admins create new ones once their authenticator is set up.",
     )
 
 

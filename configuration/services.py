@@ -101,6 +101,10 @@ def settings_update(
                 **{IDENTITY_FIELDS[key]: new for key, (_, new) in identity_changes.items()},
             )
         _record_changes(actor=actor, subject="settings", subject_id=None, changes=changes)
+        if changes.get("require_admin_2fa") == (False, True):
+            from accounts.services import admin_full_tokens_revoke
+
+            admin_full_tokens_revoke(request=request)
         audit_record(
             action="settings.update",
             request=request,

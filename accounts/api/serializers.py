@@ -94,7 +94,12 @@ class TokenFilterInput(serializers.Serializer):
 class TokenCreateInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scope = serializers.ChoiceField(choices=TokenScope.choices, default=TokenScope.FULL)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Empty: after PORTAL_TOKEN_DEFAULT_DAYS (365 unless the platform changed it).",
+    )
     user = serializers.IntegerField(
         required=False, help_text="Admins only: create the token for this user id."
     )

@@ -136,8 +136,8 @@ def test_admin_makes_a_store_token_for_a_modality_and_revokes_any_token(
 ):
     scanner = make_user(alpha, username="ct-scanner", role=Role.OPERATOR)
     page = alpha_admin_client.get(f"/users/{scanner.pk}/")
+    # Not `full`: a full token would let the admin act as the scanner's account.
     assert [c[0] for c in page.context["token_form"].fields["scope"].choices] == [
-        "full",
         "read",
         "store",
     ]
@@ -196,3 +196,43 @@ def test_super_admins_manage_their_platform_tokens(db, superadmin, superadmin_cl
         "token.create",
         "token.revoke",
     ]
+
+
+def test_an_admin_cannot_mint_a_full_token_for_another_user(
+    alpha, alpha_admin, alpha_admin_client, make_user
+):
+    """A full token for another admin would act with their rights, past their second factor
+    and under their name in the audit log: by page or by API, only read or store for others."""
+    other_admin = make_user(alpha, username="bob", role=Role.ADMIN)
+    page = alpha_admin_client.post(f"/users/{other_admin.pk}/", {"name": "as bob", "scope": "full"})
+    assert page.status_code == 200 and "as bob" not in page.content.decode().split("<form")[0]
+    assert "scope" in page.context["token_form"].errors
+    client = api(alpha, token_for(alpha, alpha_admin))
+    refused = client.post(
+        "/api/v1/tokens/", {"name": "as bob", "scope": "full", "user": other_admin.pk}
+    )
+    assert refused.status_code == 400 and "Only they can create a full token" in str(refused.json())
+    assert not in_schema(alpha, lambda: ApiToken.objects.filter(user=other_admin).exists())
+    allowed = client.post(
+        "/api/v1/tokens/", {"name": "bob reads", "scope": "read", "user": other_admin.pk}
+    )
+    assert allowed.status_code == 201 and allowed.json()["scope"] == "read"
+    # Their own full token, bob may create.
+    own = api(alpha, token_for(alpha, other_admin)).post(
+        "/api/v1/tokens/", {"name": "mine", "scope": "full"}
+    )
+    assert own.status_code == 201
+
+
+def test_a_token_without_an_expiry_date_expires_after_the_default(
+    alpha, alpha_admin, alpha_admin_client, settings
+):
+    settings.PORTAL_TOKEN_DEFAULT_DAYS = 30
+    created_raw(alpha_admin_client.post("/account/tokens/", {"name": "script", "scope": "read"}))
+    token = in_schema(alpha, lambda: ApiToken.objects.get(name="script"))
+    assert token.expires_at is not None
+    left = token.expires_at - timezone.now()
+    assert timedelta(days=29, hours=23) < left <= timedelta(days=30)
+    settings.PORTAL_TOKEN_DEFAULT_DAYS = 0
+    created_raw(alpha_admin_client.post("/account/tokens/", {"name": "forever", "scope": "read"}))
+    assert in_schema(alpha, lambda: ApiToken.objects.get(name="forever")).expires_at is None

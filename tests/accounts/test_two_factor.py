@@ -9,8 +9,9 @@ from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_tenants.utils import schema_context
 
-from accounts.models import User
-from tests.accounts.conftest import code_for, events, in_schema, wrong_code
+from accounts.models import Role, User
+from configuration.services import settings_update
+from tests.accounts.conftest import api, code_for, events, in_schema, token_for, wrong_code
 from tests.conftest import PASSWORD, logged_in, tenant_client
 
 MIDDLEWARE_PATH = "accounts.middleware.AdminSecondFactorMiddleware"
@@ -249,3 +250,25 @@ def test_required_2fa_logs_out_admin_sessions_that_predate_their_device(
     response = client.get("/users/")
     assert response.status_code == 302 and response["Location"] == "/account/login/"
     assert client.get("/account/").status_code == 302
+
+
+def test_requiring_admin_2fa_revokes_the_admins_full_tokens(alpha, beta, alpha_admin, make_user):
+    """Full admin tokens were minted with a password alone; once the tenant requires a second
+    factor they stop working. Narrower tokens, other roles' and other tenants' stay."""
+    operator = make_user(alpha, username="olga", role=Role.OPERATOR)
+    beta_admin = make_user(beta, username="bea", role=Role.ADMIN)
+    admin_full = token_for(alpha, alpha_admin)
+    admin_read = token_for(alpha, alpha_admin, scope="read")
+    operator_full = token_for(alpha, operator)
+    beta_full = token_for(beta, beta_admin)
+    with schema_context(alpha.schema_name):
+        settings_update(tenant=alpha, actor=alpha_admin, require_admin_2fa=True)
+
+    assert api(alpha, admin_full).get("/api/v1/me/").status_code == 401
+    for raw in (admin_read, operator_full):
+        assert api(alpha, raw).get("/api/v1/me/").status_code == 200
+    assert api(beta, beta_full).get("/api/v1/me/").status_code == 200
+    (revoked,) = events(alpha, action="token.revoke")
+    assert revoked.details["reason"] == "admins-require-2fa"
+    assert revoked.details["owner"] == alpha_admin.username
+    assert events(beta, action="token.revoke") == []

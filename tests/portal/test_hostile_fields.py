@@ -22,6 +22,7 @@ from configuration.models import TenantSettings
 from studies.models import StorageMedium
 from tests.configuration.conftest import add_node, add_rule
 from tests.conftest import logged_in, tenant_client
+from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
 
 HOSTILE_TEXT = [
     "9" * 40,
@@ -271,6 +272,7 @@ def alpha_objects(alpha, make_user, fresh_rate_limits) -> dict[str, str]:
     return objects
 
 
+@pytest.mark.usefixtures("storage")  # media created with hostile roots leave no directories
 def test_no_form_of_the_tenant_site_answers_500(alpha, alpha_admin, alpha_objects):
     client = logged_in(tenant_client(alpha), alpha_admin.username)
     pages = page_paths("portal.urls_tenants", alpha_objects)
@@ -285,6 +287,7 @@ def test_no_form_of_the_tenant_site_answers_500(alpha, alpha_admin, alpha_object
     assert walk_forms(client, pages, still_in="/", undo=undo) > 500
 
 
+@pytest.mark.usefixtures("storage")
 def test_no_operation_of_the_tenant_api_answers_500(alpha, alpha_admin, alpha_objects):
     with schema_context(alpha.schema_name):
         _token, raw = api_token_create(user=alpha_admin, name="hostile")
