@@ -1,4 +1,5 @@
-"""Holds tenant admins at the 2FA setup page while their tenant requires a second factor."""
+"""Holds admins at the 2FA setup page while their site (a tenant, or the platform for
+super-admins) requires a second factor."""
 
 from collections.abc import Callable
 
@@ -8,7 +9,6 @@ from django.shortcuts import redirect
 from django.urls import Resolver404, resolve, reverse
 
 from accounts import selectors
-from accounts.models import Role
 
 # Pages an admin without a second factor can still reach: the way to set one up, and out.
 OPEN_PAGES = frozenset({"two_factor", "login", "login_verify", "logout", "set_password"})
@@ -29,9 +29,9 @@ class AdminSecondFactorMiddleware:
     def hold(self, request: HttpRequest) -> HttpResponse | None:
         tenant = getattr(request, "tenant", None)
         user = getattr(request, "user", None)
-        if tenant is None or tenant.is_public or user is None or not user.is_authenticated:
+        if tenant is None or user is None or not user.is_authenticated:
             return None
-        if user.role != Role.ADMIN or user.is_verified():
+        if not selectors.is_site_admin(user) or user.is_verified():
             return None
         try:
             page = resolve(request.path_info, urlconf=getattr(request, "urlconf", None))
@@ -47,7 +47,7 @@ class AdminSecondFactorMiddleware:
         if request.path_info.startswith("/api/"):
             return JsonResponse(
                 {
-                    "detail": "This tenant requires admins to use two-factor authentication; "
+                    "detail": "This site requires admins to use two-factor authentication; "
                     f"set it up at {target} first."
                 },
                 status=403,

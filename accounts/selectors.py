@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -104,13 +105,14 @@ def has_second_factor(user: User) -> bool:
 
 
 def admin_second_factor_required() -> bool:
-    """The tenant's "second factor mandatory for admins" setting; False where it does not exist.
+    """The tenant's "second factor mandatory for admins" setting; on the platform site,
+    PORTAL_SUPERADMIN_2FA for super-admins.
 
-    The configuration app owns the setting; it is read lazily so that accounts works (and the
-    public schema, which has no tenant settings) before and without it.
+    The configuration app owns the tenant setting; it is read lazily so that accounts works
+    before and without it.
     """
     if current_schema() == "public":
-        return False
+        return bool(settings.PORTAL_SUPERADMIN_2FA)
     try:
         from configuration.selectors import tenant_settings
 
@@ -119,11 +121,18 @@ def admin_second_factor_required() -> bool:
         return False
 
 
+def is_site_admin(user: User) -> bool:
+    """An admin of the site being served: a tenant admin, or on the platform a super-admin."""
+    if current_schema() == "public":
+        return bool(user.is_superuser)
+    return user.role == Role.ADMIN
+
+
 def second_factor_missing(user: User) -> bool:
-    """Whether this user must set up a second factor before using the tenant site."""
+    """Whether this user must set up a second factor before using the site."""
     return (
         user.is_active
-        and user.role == Role.ADMIN
+        and is_site_admin(user)
         and admin_second_factor_required()
         and not has_second_factor(user)
     )

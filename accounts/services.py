@@ -29,6 +29,7 @@ from accounts.selectors import (
     PENDING_LOGIN_SECONDS,
     active_user_count,
     admin_second_factor_required,
+    is_site_admin,
     token_scopes_for,
 )
 from audit.models import Outcome
@@ -399,9 +400,9 @@ def otp_enable(*, request: HttpRequest, user: User, code: str) -> TOTPDevice:
 
 def otp_disable(*, request: HttpRequest, user: User, code: str) -> None:
     """Turn the second factor off; proving possession of it with a current code."""
-    if user.role == Role.ADMIN and admin_second_factor_required():
+    if is_site_admin(user) and admin_second_factor_required():
         raise ValidationError(
-            "This tenant requires a second factor for admins: it cannot be turned off."
+            "This site requires a second factor for admins: it cannot be turned off."
         )
     if _verify_code(TOTPDevice.objects.filter(user=user, confirmed=True), code) is None:
         raise ValidationError({"code": WRONG_CODE_MESSAGE})

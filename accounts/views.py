@@ -361,7 +361,8 @@ class TwoFactorView(LoginRequiredMixin, View):
         context: dict[str, Any] = {
             "enabled": enabled,
             "form": form,
-            "required": self.user.role == Role.ADMIN and selectors.admin_second_factor_required(),
+            "required": selectors.is_site_admin(self.user)
+            and selectors.admin_second_factor_required(),
             "missing": selectors.second_factor_missing(self.user),
         }
         if not enabled:

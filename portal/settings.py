@@ -190,6 +190,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
 AXES_CLIENT_IP_CALLABLE = "portal.routing.client_address"
 AXES_VERBOSE = False
+# Super-admins must set up a second factor before using the platform site (on unless DEBUG).
+PORTAL_SUPERADMIN_2FA = env.bool("PORTAL_SUPERADMIN_2FA", default=not DEBUG)
 # API tokens created without an expiry date expire after this many days (0: they never do).
 PORTAL_TOKEN_DEFAULT_DAYS = env.int("PORTAL_TOKEN_DEFAULT_DAYS", default=365)
 OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", default="PACS portal")

@@ -22,6 +22,8 @@ PORTAL_TRUSTED_PROXIES = ["10.9.8.7/32"]
 # the egress policy override this. Exported so that servers started by tests agree.
 os.environ.setdefault("PORTAL_DICOM_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128,10.0.0.0/8")
 PORTAL_DICOM_ALLOWED_NETWORKS = os.environ["PORTAL_DICOM_ALLOWED_NETWORKS"].split(",")
+# Most tests log super-admins in with a password alone; tests of the policy switch it on.
+PORTAL_SUPERADMIN_2FA = False
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
 STORAGES = {

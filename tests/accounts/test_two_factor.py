@@ -272,3 +272,23 @@ def test_requiring_admin_2fa_revokes_the_admins_full_tokens(alpha, beta, alpha_a
     assert revoked.details["reason"] == "admins-require-2fa"
     assert revoked.details["owner"] == alpha_admin.username
     assert events(beta, action="token.revoke") == []
+
+
+def test_super_admins_are_held_at_the_setup_page_by_the_platform_setting(
+    alpha, alpha_admin, superadmin, settings
+):
+    settings.PORTAL_SUPERADMIN_2FA = True
+    platform = Client(HTTP_HOST="localhost")
+    first = platform.post(
+        "/account/login/", {"username": superadmin.username, "password": PASSWORD}
+    )
+    assert first.status_code == 302 and first["Location"] == "/account/2fa/"
+    for path in ("/tenants/", "/tenants/new/", f"/tenants/{alpha.slug}/"):
+        response = platform.get(path)
+        assert response.status_code == 302 and response["Location"] == "/account/2fa/", path
+    assert b"requires admins to use two-factor" in platform.get("/account/2fa/").content
+    # A tenant's own admins answer to their tenant's setting, not to the platform's.
+    assert logged_in(tenant_client(alpha), "alice").get("/users/").status_code == 200
+
+    settings.PORTAL_SUPERADMIN_2FA = False
+    assert platform.get("/tenants/").status_code == 200
