@@ -37,3 +37,23 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.outcome}"
+
+
+class AuditSeal(models.Model):
+    """A link of the tenant's hash chain over its audit log: `digest` folds `previous` (the
+    digest of the seal before, or GENESIS) with every row from `first_event_id` to
+    `last_event_id`, in id order. Append-only like the rows: editing, removing or adding a
+    sealed row breaks this link, and editing a seal breaks the next."""
+
+    sealed_at = models.DateTimeField(auto_now_add=True)
+    first_event_id = models.BigIntegerField()
+    last_event_id = models.BigIntegerField(unique=True)
+    events = models.PositiveIntegerField()
+    previous = models.CharField(max_length=64)
+    digest = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["last_event_id"]
+
+    def __str__(self) -> str:
+        return f"seal of #{self.first_event_id}-#{self.last_event_id}: {self.digest[:12]}"

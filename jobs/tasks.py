@@ -48,6 +48,7 @@ TENANT_JOBS = {
     "verification": "studies.verify_storage",
     "quarantine-purge": "studies.purge_quarantine",
     "ingest-recovery": "studies.recover_ingest",
+    "audit-seal": "audit.seal_log",
 }
 
 

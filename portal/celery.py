@@ -59,6 +59,11 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Each tenant's audit rows older than audit.chain.SEAL_AFTER join its hash chain.
+    "audit-seal": {
+        **_tenant_job("audit-seal", 15 * 60),
+        "schedule": crontab(minute="7-59/15"),
+    },
     "quarantine-purge": {
         **_tenant_job("quarantine-purge", DAY, spread_seconds=2 * HOUR),
         "schedule": crontab(hour=4, minute=45),

@@ -1,14 +1,17 @@
-"""`manage.py tenant create|list|show|suspend|resume|delete|restore|purge|export|import|verify`."""
+"""`manage.py tenant create|list|show|update|suspend|resume|delete|restore|purge|export|import|
+verify|audit-verify`."""
 
 import json
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django_tenants.utils import tenant_context
 
+from audit.chain import audit_seal, audit_verify
 from tenants import backup, selectors, services
 from tenants.links import tenant_base_url
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantStatus
 
 
 class Command(BaseCommand):
@@ -57,6 +60,19 @@ class Command(BaseCommand):
             ("purge", "Purge a deleted tenant now (schema and files)."),
         ]:
             sub.add_parser(name, help=text).add_argument("slug")
+        audit_verify = sub.add_parser(
+            "audit-verify",
+            help="Check the tenant's audit log against its hash chain; exit 1 at a broken link.",
+            description=(
+                "Recompute every seal of the tenant's audit hash chain from its rows and report "
+                "the first link that no longer matches (a row changed, removed or added, or a "
+                "seal changed). Rows younger than the sealing delay are not yet covered."
+            ),
+        )
+        audit_verify.add_argument("slug")
+        audit_verify.add_argument(
+            "--seal", action="store_true", help="Seal the rows old enough first."
+        )
         suspend = sub.add_parser("suspend", help="Suspend a tenant (site, API, DICOM blocked).")
         suspend.add_argument("slug")
         suspend.add_argument("--reason", default="")
@@ -144,6 +160,8 @@ class Command(BaseCommand):
                 self._verify(options)
             elif action == "export":
                 self._export(self._get(options["slug"]), options, actor)
+            elif action == "audit-verify":
+                self._audit_verify(self._get(options["slug"]), seal=options["seal"])
             else:
                 tenant = self._get(options["slug"])
                 if action == "show":
@@ -186,6 +204,21 @@ class Command(BaseCommand):
             ) from None
         except (services.TenantLifecycleError, backup.BackupError) as error:
             raise CommandError(str(error)) from None
+
+    def _audit_verify(self, tenant: Tenant, *, seal: bool) -> None:
+        if tenant.status == TenantStatus.PURGED:
+            raise CommandError(f"{tenant.slug} is purged: it has no audit log left")
+        with tenant_context(tenant):
+            if seal:
+                audit_seal()
+            report = audit_verify()
+        self.stdout.write(
+            f"{tenant.slug}: {report.seals} seals over {report.events} events; "
+            f"{report.unsealed} events not sealed yet"
+        )
+        if not report.ok:
+            raise CommandError(f"broken chain: {report.broken}")
+        self.stdout.write(self.style.SUCCESS(f"{tenant.slug}: the audit chain holds"))
 
     def _get(self, slug: str) -> Tenant:
         tenant = selectors.tenant_list(include_purged=True).filter(slug=slug).first()
