@@ -39,7 +39,7 @@ DEMO_STUDIES = {
 SIDE = 64
 
 
-def _synthetic_instance(study: Dataset, modality: str, series: Dataset, number: int) -> bytes:
+def synthetic_instance(study: Dataset, modality: str, series: Dataset, number: int) -> bytes:
     """A 64x64 16-bit image: a bright disc whose size changes along the series."""
     ds = Dataset()
     ds.update(study)
@@ -83,7 +83,7 @@ def demo_files(slug: str) -> list[tuple[str, bytes]]:
             series.Modality, series.SeriesInstanceUID = modality, generate_uid()
             series.SeriesNumber, series.SeriesDescription = number, series_description
             for instance in range(1, count + 1):
-                data = _synthetic_instance(study, modality, series, instance)
+                data = synthetic_instance(study, modality, series, instance)
                 files.append((f"{name.split('^')[0].lower()}-{number}-{instance}.dcm", data))
     return files
 

@@ -1,5 +1,5 @@
 """`manage.py tenant create|list|show|update|suspend|resume|delete|restore|purge|export|import|
-verify|audit-verify`."""
+verify|audit-verify|selftest`."""
 
 import json
 from pathlib import Path
@@ -12,6 +12,7 @@ from audit.chain import audit_seal, audit_verify
 from tenants import backup, selectors, services
 from tenants.links import tenant_base_url
 from tenants.models import Tenant, TenantStatus
+from tenants.selftest import tenant_selftest
 
 
 class Command(BaseCommand):
@@ -70,6 +71,17 @@ class Command(BaseCommand):
             ),
         )
         audit_verify.add_argument("slug")
+        sub.add_parser(
+            "selftest",
+            help="Probe the tenant boundary with two throw-away tenants; exit 1 on a leak.",
+            description=(
+                "Create two throw-away tenants, fill A with a study, a user, a token, a node "
+                "and a job, then request every route of the tenant site as B (B's session, "
+                "B's token, A's token, A's session cookie) with A's ids and UIDs, in GET and "
+                "POST. Any of A's data in an answer, or any of A's rows changed, is a leak. "
+                "Both tenants are purged afterwards. Run it after every upgrade."
+            ),
+        )
         audit_verify.add_argument(
             "--seal", action="store_true", help="Seal the rows old enough first."
         )
@@ -160,6 +172,8 @@ class Command(BaseCommand):
                 self._verify(options)
             elif action == "export":
                 self._export(self._get(options["slug"]), options, actor)
+            elif action == "selftest":
+                self._selftest(actor)
             elif action == "audit-verify":
                 self._audit_verify(self._get(options["slug"]), seal=options["seal"])
             else:
@@ -204,6 +218,22 @@ class Command(BaseCommand):
             ) from None
         except (services.TenantLifecycleError, backup.BackupError) as error:
             raise CommandError(str(error)) from None
+
+    def _selftest(self, actor: str) -> None:
+        report = tenant_selftest(actor=actor, say=self.stdout.write)
+        self.stdout.write(
+            f"{report.routes} routes, {report.probes} requests in {report.seconds:.1f} s; "
+            f"{len(report.leaks)} leaks, {len(report.errors)} server errors"
+        )
+        seen = ", ".join(f"{name}: {count}" for name, count in report.own.items())
+        self.stdout.write(f"answers showing B its own data ({seen})")
+        for error in report.errors[:20]:
+            self.stdout.write(f"  server error: {error}")
+        for leak in report.leaks:
+            self.stdout.write(f"  LEAK: {leak.method} {leak.url} as {leak.credential}: {leak.what}")
+        if not report.ok:
+            raise CommandError(f"{len(report.leaks)} leaks across the tenant boundary")
+        self.stdout.write(self.style.SUCCESS("no leak across the tenant boundary"))
 
     def _audit_verify(self, tenant: Tenant, *, seal: bool) -> None:
         if tenant.status == TenantStatus.PURGED:
