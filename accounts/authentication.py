@@ -7,6 +7,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from accounts.models import ApiToken
+from accounts.selectors import second_factor_missing
 
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -32,6 +33,13 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("This API token has expired or was revoked.")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("The token's user is deactivated.")
+        if second_factor_missing(token.user):
+            # The site requires a second factor of its admins (PORTAL_SUPERADMIN_2FA on the
+            # platform): a token must not be the way around it.
+            raise exceptions.PermissionDenied(
+                "This site requires admins to use two-factor authentication: set it up at "
+                "/account/2fa/ and your tokens work again."
+            )
         now = timezone.now()
         # A viewer fetches frame after frame: record the use once a minute, not per request.
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:

@@ -128,6 +128,8 @@ class DicomWebView(View):
             found = ApiTokenAuthentication().authenticate(request)
         except exceptions.AuthenticationFailed as failure:
             return error_response(401, str(failure.detail), WWW_Authenticate='Bearer realm="api"')
+        except exceptions.PermissionDenied as refusal:  # an admin's token waiting for 2FA
+            return error_response(403, str(refusal.detail))
         if found is not None:
             self.user, self.token = found
         elif request.user.is_authenticated:

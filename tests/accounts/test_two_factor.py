@@ -10,6 +10,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_tenants.utils import schema_context
 
 from accounts.models import Role, User
+from accounts.services import api_token_create
 from configuration.services import settings_update
 from tests.accounts.conftest import api, code_for, events, in_schema, token_for, wrong_code
 from tests.conftest import PASSWORD, logged_in, tenant_client
@@ -265,8 +266,12 @@ def test_requiring_admin_2fa_revokes_the_admins_full_tokens(alpha, beta, alpha_a
         settings_update(tenant=alpha, actor=alpha_admin, require_admin_2fa=True)
 
     assert api(alpha, admin_full).get("/api/v1/me/").status_code == 401
-    for raw in (admin_read, operator_full):
-        assert api(alpha, raw).get("/api/v1/me/").status_code == 200
+    assert api(alpha, operator_full).get("/api/v1/me/").status_code == 200
+    # The admin's narrower token waits for the second factor, then works again.
+    held = api(alpha, admin_read).get("/api/v1/me/")
+    assert held.status_code == 403 and "/account/2fa/" in held.json()["detail"]
+    device_of(alpha, alpha_admin)
+    assert api(alpha, admin_read).get("/api/v1/me/").status_code == 200
     assert api(beta, beta_full).get("/api/v1/me/").status_code == 200
     (revoked,) = events(alpha, action="token.revoke")
     assert revoked.details["reason"] == "admins-require-2fa"
@@ -290,5 +295,20 @@ def test_super_admins_are_held_at_the_setup_page_by_the_platform_setting(
     # A tenant's own admins answer to their tenant's setting, not to the platform's.
     assert logged_in(tenant_client(alpha), "alice").get("/users/").status_code == 200
 
+    # Nor is a platform token the way around it.
+    with schema_context("public"):
+        raw = api_token_create(user=superadmin, name="fleet automation")[1]
+    token_client = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert token_client.get("/api/v1/tenants/").status_code == 403
+
     settings.PORTAL_SUPERADMIN_2FA = False
     assert platform.get("/tenants/").status_code == 200
+    assert token_client.get("/api/v1/tenants/").status_code == 200
+
+
+def test_an_admin_token_waiting_for_2fa_is_403_on_dicomweb_too(alpha, alpha_admin):
+    raw = token_for(alpha, alpha_admin, scope="read")
+    with schema_context(alpha.schema_name):
+        settings_update(tenant=alpha, actor=alpha_admin, require_admin_2fa=True)
+    answer = api(alpha, raw).get("/dicom-web/studies")
+    assert answer.status_code == 403 and b"/account/2fa/" in answer.content
