@@ -161,3 +161,39 @@ class UsageRecord(models.Model):
     @property
     def job_minutes(self) -> float:
         return self.job_seconds / 60
+
+
+class SelftestStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PASSED = "passed", "No leak"
+    LEAKED = "leaked", "Leaks found"
+    ERROR = "error", "Could not run"
+
+
+class SelftestRun(models.Model):
+    """A run of the tenant-boundary self-test (tenants.selftest), started from the super-admin
+    site or kept for the record; the CLI prints its report instead."""
+
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=8, choices=SelftestStatus.choices, default=SelftestStatus.QUEUED
+    )
+    routes = models.PositiveIntegerField(default=0)
+    probes = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(null=True, blank=True)
+    leaks = models.JSONField(default=list, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"self-test #{self.pk}: {self.status}"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in {SelftestStatus.QUEUED, SelftestStatus.RUNNING}

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RoutePattern
+from django.utils import timezone
 from django_tenants.utils import schema_context
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -34,7 +35,7 @@ from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_subm
 from studies.models import IngestJob, IngestSource, Instance, Series, Study
 from tenants import services
 from tenants.links import tenant_base_url
-from tenants.models import Tenant
+from tenants.models import SelftestRun, SelftestStatus, Tenant
 
 # Safe methods first: B's own POSTs may log B out or revoke B's token (ids collide across
 # schemas), which would blind the probes that follow.
@@ -267,3 +268,41 @@ def tenant_selftest(
             say(f"purged {side.tenant.slug}")
     report.seconds = time.monotonic() - started
     return report
+
+
+def selftest_request(*, actor: str) -> SelftestRun:
+    """Queue a self-test run, unless one is queued or running already (that one is returned:
+    two at once would only slow each other)."""
+    from tenants.tasks import run_selftest
+
+    with transaction.atomic():
+        running = SelftestRun.objects.select_for_update().filter(
+            status__in=[SelftestStatus.QUEUED, SelftestStatus.RUNNING]
+        )
+        current = running.first()
+        if current is not None:
+            return current
+        run = SelftestRun.objects.create(requested_by=actor[:150])
+        transaction.on_commit(lambda: run_selftest.delay(run.pk))
+    return run
+
+
+def selftest_execute(run_id: int) -> SelftestRun:
+    """Carry out a queued run and keep its report on the row."""
+    run = SelftestRun.objects.get(pk=run_id)
+    run.status = SelftestStatus.RUNNING
+    run.save(update_fields=["status"])
+    try:
+        report = tenant_selftest(actor=f"selftest by {run.requested_by}")
+    except Exception as error:
+        run.status, run.message = SelftestStatus.ERROR, f"{type(error).__name__}: {error}"[:2000]
+        raise
+    else:
+        run.status = SelftestStatus.PASSED if report.ok else SelftestStatus.LEAKED
+        run.routes, run.probes, run.seconds = report.routes, report.probes, report.seconds
+        run.leaks = [vars(leak) for leak in report.leaks[:200]]
+        run.errors = report.errors[:200]
+    finally:
+        run.finished_at = timezone.now()
+        run.save()
+    return run

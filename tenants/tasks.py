@@ -52,3 +52,11 @@ def meter_usage(period: str | None = None) -> dict[str, int] | None:
                     counts.add("computed")
         counts["tenants"] = len(tenants)
         return dict(counts)
+
+
+@shared_task(base=PlatformTask, name="tenants.run_selftest")
+def run_selftest(run_id: int) -> str:
+    """The tenant-boundary self-test started from the super-admin site."""
+    from tenants.selftest import selftest_execute
+
+    return selftest_execute(run_id).status

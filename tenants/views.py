@@ -20,7 +20,8 @@ from tenants.forms import (
     TenantSuspendForm,
 )
 from tenants.links import tenant_base_url
-from tenants.models import Domain, Tenant
+from tenants.models import Domain, SelftestRun, Tenant
+from tenants.selftest import selftest_request
 
 
 class SuperAdminRequiredMixin(AccessMixin):
@@ -61,6 +62,22 @@ class FleetView(SuperAdminRequiredMixin, TemplateView):
             usage=usage.usage_overview(),
             **kwargs,
         )
+
+
+class SelftestView(SuperAdminRequiredMixin, View):
+    """The tenant-boundary self-test: the last runs, and a button that queues one."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        runs = list(SelftestRun.objects.all()[:10])
+        context = {"runs": runs, "latest": runs[0] if runs else None}
+        if request.headers.get("HX-Request") and request.GET.get("partial"):
+            return render(request, "tenants/partials/selftest_runs.html", context)
+        return render(request, "tenants/selftest.html", context)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        run = selftest_request(actor=request.user.get_username())
+        messages.success(request, f"Self-test #{run.pk} is {run.get_status_display().lower()}.")
+        return redirect("selftest")
 
 
 class TenantCreateView(SuperAdminRequiredMixin, FormView):

@@ -6,13 +6,14 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.http import HttpResponse
+from django.test import Client
 from django.urls import clear_url_caches, path
 from django_tenants.utils import schema_context
 
 from portal import urls_tenants
 from studies.models import Study
-from tenants.models import Tenant, TenantStatus
-from tenants.selftest import tenant_selftest
+from tenants.models import SelftestRun, SelftestStatus, Tenant, TenantStatus
+from tenants.selftest import selftest_execute, tenant_selftest
 
 
 @pytest.mark.django_db
@@ -55,3 +56,34 @@ def test_a_route_that_ignores_the_tenant_is_reported(monkeypatch):
         clear_url_caches()
     assert not report.ok
     assert {leak.url.rsplit("/", 2)[-2] for leak in report.leaks} == {"leaky"}
+
+
+def test_the_super_admin_site_runs_it_and_keeps_the_report(
+    superadmin_client, alpha_admin_client, django_capture_on_commit_callbacks
+):
+    empty = superadmin_client.get("/selftest/").content.decode()
+    assert "No self-test has run yet" in empty
+    with django_capture_on_commit_callbacks() as queued:
+        answer = superadmin_client.post("/selftest/")
+        again = superadmin_client.post("/selftest/")  # while queued: the same run, not a second
+    assert answer.status_code == again.status_code == 302 and answer["Location"] == "/selftest/"
+    assert len(queued) == 1
+    (run,) = SelftestRun.objects.all()
+    assert run.status == SelftestStatus.QUEUED
+    assert 'hx-trigger="every 2s"' in superadmin_client.get("/selftest/").content.decode()
+    selftest_execute(run.pk)  # what the worker does with the queued task
+    run.refresh_from_db()
+    assert run.status == SelftestStatus.PASSED and run.leaks == [] and run.routes > 50
+    assert run.requested_by == "root" and run.finished_at is not None
+    page = superadmin_client.get("/selftest/").content.decode()
+    assert "No leak" in page and f"{run.probes}" in page
+    partial = superadmin_client.get(
+        "/selftest/", {"partial": "1"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert partial.startswith('<section class="card" id="selftest-runs"')
+    assert "hx-trigger" not in partial  # finished: the page stops polling
+    # Only super-admins: a tenant admin has no such page, an anonymous visitor logs in first.
+    assert alpha_admin_client.get("/selftest/").status_code == 404
+    anonymous = Client(HTTP_HOST="localhost").post("/selftest/")
+    assert anonymous.status_code == 302 and "/account/login/" in anonymous["Location"]
+    assert SelftestRun.objects.count() == 1
