@@ -82,13 +82,17 @@ def token_allows(token: ApiToken | None, capability: Capability, method: str) ->
     return capability == C.INGEST_STORE  # TokenScope.STORE
 
 
+def request_token(request: Any) -> ApiToken | None:
+    """The API token a (DRF) request authenticated with; None for a session."""
+    auth = getattr(request, "auth", None)
+    return auth if isinstance(auth, ApiToken) else None
+
+
 def request_allows(request: Any, capability: Capability) -> bool:
     """Whether the request's user and its token (if any) may use `capability`: for views and
     serializers that show more to some callers rather than refusing the others."""
-    auth = getattr(request, "auth", None)
-    token = auth if isinstance(auth, ApiToken) else None
     return has_capability(request.user, capability) and token_allows(
-        token, capability, request.method
+        request_token(request), capability, request.method or "GET"
     )
 
 

@@ -77,9 +77,12 @@ def audit_seal() -> list[AuditSeal]:
     """Seal the active tenant's rows that are old enough, in links of at most SEAL_LIMIT."""
     sealed: list[AuditSeal] = []
     with transaction.atomic():
-        # One sealer per tenant at a time; a second one waits, then finds nothing to do.
+        # One sealer per tenant at a time (advisory locks are database-wide: the key names the
+        # schema); a second one waits, then finds nothing to do.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('audit-seal'))")
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('audit-seal:' || current_schema()))"
+            )
         last = AuditSeal.objects.order_by("-last_event_id").first()
         after, previous = (last.last_event_id, last.digest) if last else (0, GENESIS)
         cutoff = timezone.now() - SEAL_AFTER

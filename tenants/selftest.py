@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from django.db import connection, transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls.converters import IntConverter
 from django.urls.resolvers import RoutePattern
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -132,8 +133,8 @@ def _fingerprint(side: Side) -> tuple[Any, ...]:
 
 def _routes(
     patterns: list[Any] | None = None, prefix: str = ""
-) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """(route, [(parameter, converter)]) of every path() of the tenant URLconf."""
+) -> Iterator[tuple[str, list[tuple[str, bool]]]]:
+    """(route, [(parameter, is it an int)]) of every path() of the tenant URLconf."""
     if patterns is None:
         patterns = get_resolver("portal.urls_tenants").url_patterns
     for entry in patterns:
@@ -144,25 +145,18 @@ def _routes(
         if isinstance(entry, URLResolver):
             yield from _routes(entry.url_patterns, route)
         elif isinstance(entry, URLPattern):
-            params = [
-                (name, type(converter).__name__.removesuffix("Converter").lower())
-                for name, converter in _converters(route).items()
-            ]
-            yield route, params
+            converters = RoutePattern(route).converters.items()
+            yield route, [(name, isinstance(kind, IntConverter)) for name, kind in converters]
 
 
-def _converters(route: str) -> dict[str, Any]:
-    return dict(RoutePattern(route).converters)
-
-
-def _fillings(params: list[tuple[str, str]], victim: Side) -> Iterator[dict[str, str]]:
+def _fillings(params: list[tuple[str, bool]], victim: Side) -> Iterator[dict[str, str]]:
     """A's ids and UIDs in every parameter: each int parameter takes each of A's ids in
     turn; text parameters take A's UIDs in order (study, series, instance)."""
     if not params:
         yield {}
         return
-    ints = [p for p, kind in params if kind == "int"]
-    texts = [p for p, kind in params if kind != "int"]
+    ints = [name for name, is_int in params if is_int]
+    texts = [name for name, is_int in params if not is_int]
     for pk in victim.ids if ints else [0]:
         values = {p: str(pk) for p in ints}
         uids = itertools.cycle(victim.uids)

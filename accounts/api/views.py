@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from accounts import selectors, services
 from accounts.api import serializers as s
 from accounts.models import ApiToken, User
-from accounts.permissions import Capability, HasCapability, has_capability, token_allows
+from accounts.permissions import Capability, HasCapability, request_allows, request_token
 from accounts.selectors import UserFilter
 from portal.schemas import current_schema
 from tenants.models import Tenant
@@ -32,7 +32,7 @@ class MeView(APIView):
 
     def get(self, request: Request) -> Response:
         user = cast(User, request.user)  # IsAuthenticated let only real users through
-        token = request.auth if isinstance(request.auth, ApiToken) else None
+        token = request_token(request)
         tenant = getattr(request._request, "tenant", None)
         body = {
             "username": user.get_username(),
@@ -52,10 +52,7 @@ def _tenant(request: Request) -> Tenant:
 
 def _manages_users(request: Request) -> bool:
     """Admins (with a full token or a session) act on other users' tokens too."""
-    token = request.auth if isinstance(request.auth, ApiToken) else None
-    return has_capability(request.user, Capability.USERS_MANAGE) and token_allows(
-        token, Capability.USERS_MANAGE, request.method or "GET"
-    )
+    return request_allows(request, Capability.USERS_MANAGE)
 
 
 def _with_link(link: services.SetPasswordLink) -> dict[str, Any]:

@@ -12,8 +12,7 @@ from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.models import ApiToken
-from accounts.permissions import Capability, HasCapability
+from accounts.permissions import Capability, HasCapability, request_token
 from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestSource
 from studies.storage import CHUNK
@@ -99,11 +98,6 @@ class DicomStreamParser(BaseParser):
         return {"stream": stream}
 
 
-def _token(request: Request) -> ApiToken | None:
-    """The API token the request authenticated with; None for a session."""
-    return request.auth if isinstance(request.auth, ApiToken) else None
-
-
 def _chunks(stream: Any) -> Any:
     while chunk := stream.read(CHUNK):
         yield chunk
@@ -123,7 +117,7 @@ class IngestCreateView(generics.GenericAPIView):
     filterset_fields = ["status", "source"]
 
     def get_queryset(self) -> QuerySet[IngestJob]:
-        return ingest_job_list(token=_token(self.request))
+        return ingest_job_list(token=request_token(self.request))
 
     @extend_schema(operation_id="v1_ingest_list", responses=IngestJobOutput(many=True))
     def get(self, request: Request) -> Response:
@@ -156,7 +150,7 @@ class IngestCreateView(generics.GenericAPIView):
         job = ingest_job_create(
             source=IngestSource.REST,
             created_by=request.user,
-            token=_token(request),
+            token=request_token(request),
             description=str(request.query_params.get("description", "")),
         )
         try:
@@ -189,7 +183,7 @@ class IngestJobDetailView(generics.RetrieveAPIView):
     serializer_class = IngestJobOutput
 
     def get_queryset(self) -> QuerySet[IngestJob]:
-        return ingest_job_list(token=_token(self.request))
+        return ingest_job_list(token=request_token(self.request))
 
 
 class IngestItemListView(generics.ListAPIView):
@@ -203,5 +197,7 @@ class IngestItemListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[IngestItem]:
         if getattr(self, "swagger_fake_view", False):
             return IngestItem.objects.none()
-        job = get_object_or_404(ingest_job_list(token=_token(self.request)), pk=self.kwargs["pk"])
+        job = get_object_or_404(
+            ingest_job_list(token=request_token(self.request)), pk=self.kwargs["pk"]
+        )
         return ingest_job_items(job=job)

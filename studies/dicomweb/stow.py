@@ -26,6 +26,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.urls import reverse
 
+from accounts.models import ApiToken
 from accounts.permissions import Capability
 from studies.dicom import DEFER_BYTES, DicomParseError, is_valid_uid, parse_file
 from studies.dicomweb.access import (
@@ -112,7 +113,7 @@ class Received:
 
     created_by: Any
     description: str
-    token: Any = None
+    token: ApiToken | None = None
     job: IngestJob | None = None
     parts: int = 0
     other_media_types: int = 0

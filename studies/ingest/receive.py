@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -34,6 +34,9 @@ from studies.storage import (
     write_stream,
 )
 
+if TYPE_CHECKING:
+    from accounts.models import ApiToken
+
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -44,7 +47,11 @@ def printable_label(text: str, limit: int) -> str:
 
 
 def ingest_job_create(
-    *, source: str, created_by: Any = None, description: str = "", token: Any = None
+    *,
+    source: str,
+    created_by: Any = None,
+    description: str = "",
+    token: "ApiToken | None" = None,
 ) -> IngestJob:
     job = IngestJob.objects.create(
         source=source,
