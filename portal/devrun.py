@@ -20,6 +20,9 @@ def main() -> int:
     # The demo's workstations (storescp, a local viewer) listen on this machine.
     os.environ.setdefault("PORTAL_DICOM_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     manage("migrate_portal")
+    # From here on as in a deployment: only migrations (and imports) log in as the owner; the
+    # processes use the application role, which cannot alter or drop what it writes.
+    os.environ.pop("DATABASE_OWNER_URL", None)
     manage("demo_seed")
     celery = [sys.executable, "-m", "celery", "-A", "portal"]
     processes = {

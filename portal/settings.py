@@ -222,6 +222,14 @@ if not env("DATABASE_URL", default=""):
         "for you; otherwise point DATABASE_URL at a PostgreSQL server."
     )
 DATABASES = {"default": env.db("DATABASE_URL")}
+# The role that owns the tables: migrations and tenant import connect as it, the processes
+# as DATABASE_URL's role, which owns nothing (portal/dbroles.py). Same database; only the
+# credentials (and host) are taken from it. Unset: one role does both.
+PORTAL_DATABASE_OWNER = (
+    env.db_url_config(env("DATABASE_OWNER_URL")) if env("DATABASE_OWNER_URL", default="") else None
+)
+# Who the processes log in as, kept apart: a migration swaps the connection's credentials.
+PORTAL_DATABASE_APP_ROLE = {key: DATABASES["default"].get(key, "") for key in ("USER", "PASSWORD")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 # `SET search_path` once per schema switch, not before every query (ingest runs dozens of
 # statements per batch). Safe with django-tenants >= 4.0.1, which forgets the cached path

@@ -79,10 +79,12 @@ it takes no traffic meant for the source); suspend it if it must stay dark for a
 The append-only tables (`audit_auditevent`, `configuration_settingchange`: a trigger
 refuses UPDATE, DELETE and TRUNCATE) are emptied with their user triggers disabled by
 `ALTER TABLE ... DISABLE TRIGGER USER` in the new schema only, and enabled again before the
-commit. That is safe: DDL is transactional, so no other session ever sees the schema or
-the disabled triggers (the tenant is not committed, hence not live), and a failure rolls
-the switch back with everything else. The rows removed are the few that provisioning wrote
-seconds before; what the tenant's history holds is exactly the source's.
+commit; only their owner may do that, so the import runs as the owner role
+(`DATABASE_OWNER_URL`, portal/dbroles.py), like migrations. That is safe: DDL is
+transactional, so no other session ever sees the schema or the disabled triggers (the tenant
+is not committed, hence not live), and a failure rolls the switch back with everything else.
+The rows removed are the few that provisioning wrote seconds before; what the tenant's
+history holds is exactly the source's.
 
 After the commit the hidden directory is renamed to the new root. If anything fails, the
 transaction rolls back (no tenant row, domain, event or schema) and the hidden directory is
@@ -129,6 +131,7 @@ from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_context, schema_exists
 
 from audit.services import audit_record
+from portal.dbroles import app_grants, app_role, as_owner, owns_tables
 from portal.schemas import tenant_connection
 from studies.storage import StoragePathError, resolve_inside
 from tenants.models import Domain, Tenant, TenantEvent, TenantStatus
@@ -837,11 +840,38 @@ def tenant_import(
     """Restore the export in `source` as the new tenant `slug`: nothing or complete.
 
     Everything is checked before anything is created (see the module docstring); raises
-    BackupError or ValidationError with the reason.
+    BackupError or ValidationError with the reason. Runs as the owner role (only an owner
+    may switch the append-only tables' triggers off); portal/dbroles.py.
     """
+    with as_owner():
+        return _tenant_import(
+            source=source,
+            slug=slug,
+            actor=actor,
+            name=name,
+            ae_title=ae_title,
+            storage_root=storage_root,
+        )
+
+
+def _tenant_import(
+    *,
+    source: Path,
+    slug: str,
+    actor: str,
+    name: str | None,
+    ae_title: str | None,
+    storage_root: str | None,
+) -> Tenant:
     from tenants.services import default_storage_root, tenant_create
 
     tenant_connection().set_schema_to_public()  # tenants are made in public only
+    if not owns_tables():
+        raise BackupError(
+            "Importing replaces rows of the append-only tables, which only the owner of the "
+            "tables may do: set DATABASE_OWNER_URL (with docker compose, run the import in "
+            "the migrate service)."
+        )
     source = Path(source)
     try:
         validate_slug(slug)
@@ -894,6 +924,9 @@ def tenant_import(
                     created_by=actor,
                 )
                 tenant = creation.tenant
+                # The clone granted its caller, the owner here: grant the processes' role.
+                if (role := app_role()) is not None:
+                    app_grants(role, [tenant.schema_name])
                 Tenant.all_objects.filter(pk=tenant.pk).update(storage_root=str(root))
                 tenant.storage_root = str(root)
                 _import_files(source, manifest, staging)

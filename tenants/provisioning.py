@@ -105,14 +105,24 @@ def schema_create(schema_name: str) -> str:
         clone_schema(settings.PORTAL_TEMPLATE_SCHEMA, schema_name)
         return "clone"
     with connection.cursor() as cursor:
+        # Only an owner may migrate (the application role has no CREATE): then the template
+        # must be refreshed first, which every `migrate_portal` does.
+        cursor.execute("SELECT has_database_privilege(current_database(), 'CREATE')")
+        if not cursor.fetchone()[0]:
+            raise ValidationError(
+                "The template schema new tenants are cloned from is behind this release: "
+                "run `manage.py migrate_portal`, then create the tenant again."
+            )
         cursor.execute(f"CREATE SCHEMA {quote_schema_name(schema_name)}")
     migrate_schema(schema_name)
     return "migrate"
 
 
 def schema_drop(schema_name: str) -> None:
+    """Drop the schema of a tenant whose row is marked purged, in the caller's transaction."""
     if schema_name in {"public", settings.PORTAL_TEMPLATE_SCHEMA}:
         raise ValueError(f"refusing to drop the {schema_name} schema")
     tenant_connection().set_schema_to_public()
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP SCHEMA IF EXISTS {quote_schema_name(schema_name)} CASCADE")
+        # The owner's function: it drops only the schema of a row already marked purged.
+        cursor.execute("SELECT public.portal_drop_schema(%s)", [schema_name])

@@ -4,8 +4,8 @@ cookie) with A's ids and UIDs. A leak is any of A's markers in an answer from B'
 of A's rows changed by B's requests. Both tenants are purged afterwards.
 
 Run by `manage.py tenant selftest` after an upgrade, and by the test suite, so that a new
-route without isolation fails CI. DIMSE is not probed here (the gateway is another process):
-tests/dicomnet covers its isolation.
+route without isolation fails CI. DIMSE is probed too, through a gateway started for the
+purpose (tenants/selftest_dimse.py).
 """
 
 import io
@@ -37,6 +37,7 @@ from studies.models import IngestJob, IngestSource, Instance, Series, Study
 from tenants import services
 from tenants.links import tenant_base_url
 from tenants.models import SelftestRun, SelftestStatus, Tenant
+from tenants.selftest_dimse import probe_dimse
 
 # Safe methods first: B's own POSTs may log B out or revoke B's token (ids collide across
 # schemas), which would blind the probes that follow.
@@ -76,6 +77,7 @@ class SelftestReport:
     # Answers that showed B its own data, per credential: proof that the probe was not blind
     # (a session that was never logged in finds no leak either).
     own: dict[str, int] = field(default_factory=dict)
+    dimse: str = ""  # what the DIMSE half did, or why it did not run
 
     @property
     def ok(self) -> bool:
@@ -230,6 +232,7 @@ def tenant_selftest(
                 slug=f"selftest-{tag}-{letter}",
                 name=f"Self-test {letter.upper()} {tag}",
                 admin_email="selftest@example.org",
+                ae_title=f"SELFTEST{tag}{letter}".upper(),  # titles are never reused: random
                 created_by=actor,
                 admin_password=password,
             )
@@ -249,6 +252,9 @@ def tenant_selftest(
             "A's session cookie": stolen_cookie,
         }
         _probe_all(report, attacker, victim, credentials)
+        say("probed the web site, the API and DICOMweb")
+        probe_dimse(report, attacker, victim)
+        say(f"DIMSE: {report.dimse}")
         if _fingerprint(victim) != before:
             report.leaks.append(Leak("*", "*", "*", "A's rows changed by B's requests"))
     finally:
@@ -296,6 +302,7 @@ def selftest_execute(run_id: int) -> SelftestRun:
         run.routes, run.probes, run.seconds = report.routes, report.probes, report.seconds
         run.leaks = [vars(leak) for leak in report.leaks[:200]]
         run.errors = report.errors[:200]
+        run.message = f"DIMSE: {report.dimse}"[:2000]
     finally:
         run.finished_at = timezone.now()
         run.save()

@@ -8,16 +8,19 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django_tenants.utils import schema_context
+from psycopg import sql
 
 from accounts.models import Role, User
 from accounts.services import user_create
+from portal import dbroles
 from tenants import services
 from tenants.models import Tenant, TenantStatus
 
@@ -66,13 +69,17 @@ def django_db_setup(  # type: ignore[no-untyped-def]
     from django.test.utils import setup_databases
 
     with django_db_blocker.unblock():
-        setup_databases(
-            verbosity=request.config.option.verbose,
-            interactive=False,
-            keepdb=django_db_keepdb and not django_db_createdb,
-            aliases={"default"},
-        )
-        call_command("migrate_portal", verbosity=0)
+        # Created and migrated by the owner role, used by the application role: the tests
+        # run with the same split as a deployment (portal/dbroles.py).
+        with dbroles.as_owner():
+            setup_databases(
+                verbosity=request.config.option.verbose,
+                interactive=False,
+                keepdb=django_db_keepdb and not django_db_createdb,
+                aliases={"default"},
+            )
+            call_command("migrate_portal", verbosity=0)
+            _let_tests_become_owner()
         for slug in TWINS:
             tenant = Tenant.objects.filter(slug=slug).first()
             if tenant is not None and tenant.status != TenantStatus.ACTIVE:
@@ -86,6 +93,72 @@ def django_db_setup(  # type: ignore[no-untyped-def]
                     ae_title=slug.upper(),
                     created_by="tests",
                 )
+
+
+def _let_tests_become_owner() -> None:
+    """Tests only: the application role may `SET ROLE` to the owner (the `as_table_owner`
+    fixture), without inheriting any of its rights. Deployments grant no such membership."""
+    role, owner = dbroles.app_role(), dbroles.owner_settings()
+    if role is None or owner is None:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("GRANT {} TO {} WITH INHERIT FALSE, SET TRUE")
+            .format(sql.Identifier(owner["USER"]), sql.Identifier(role))
+            .as_string(cursor.connection)
+        )
+
+
+@contextmanager
+def owner_role() -> Iterator[None]:
+    """Run the block, inside the test's transaction, as the owner role (`SET LOCAL ROLE`):
+    for what only an owner may do, such as tampering with the audit log behind its trigger
+    or creating a bare schema. Deployments grant the processes no such membership."""
+    owner = dbroles.owner_settings()
+    if owner is None:
+        yield
+        return
+    # In a transaction (or savepoint) of its own: an error in the block rolls the role back
+    # with it, and outside a test's transaction SET LOCAL would do nothing.
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("SET LOCAL ROLE {}")
+                .format(sql.Identifier(owner["USER"]))
+                .as_string(cursor.connection)
+            )
+        yield
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+
+
+@contextmanager
+def autocommitting(django_db_blocker) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Database access outside a test transaction: for code whose other threads (a DICOM
+    gateway's associations) must read what the test writes. What it commits stays, so the
+    test cleans up after itself (a purge, for tenants).
+
+    The browser tests' session-wide Playwright keeps an event loop on this thread, and Django
+    refuses queries when it sees one; these are plain synchronous calls, so the check is off.
+    """
+    with django_db_blocker.unblock(), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        connection.set_schema_to_public()
+        yield
+
+
+@pytest.fixture
+def autocommit_db(django_db_setup, django_db_blocker) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """`autocommitting` for one test."""
+    with autocommitting(django_db_blocker):
+        yield
+
+
+@pytest.fixture
+def as_table_owner(db) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """The whole test runs as the owner role (see `owner_role`)."""
+    with owner_role():
+        yield
 
 
 @pytest.fixture(autouse=True)

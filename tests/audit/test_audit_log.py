@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from contextlib import nullcontext
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -13,7 +14,7 @@ from accounts.models import Role
 from accounts.services import api_token_create
 from audit.models import AuditEvent
 from audit.services import audit_record
-from tests.conftest import PASSWORD, logged_in, tenant_client
+from tests.conftest import PASSWORD, logged_in, owner_role, tenant_client
 
 
 def events(tenant, **filters):
@@ -40,26 +41,25 @@ def test_login_success_failure_and_logout_leave_one_row_each(alpha, beta, alpha_
 
 
 def test_audit_rows_cannot_be_changed_or_deleted_by_the_apps_database_role(alpha):
+    """Refused twice over: the processes' role lacks the privilege, and the trigger stops even
+    the owner (tests/portal/test_dbroles.py covers ALTER and DROP TRIGGER)."""
     with schema_context(alpha.schema_name):
         row = audit_record(action="test.event", actor_name="someone")
-        for statement in (
-            "UPDATE audit_auditevent SET action = 'forged' WHERE id = %s",
-            "DELETE FROM audit_auditevent WHERE id = %s",
-        ):
-            with (
-                pytest.raises(DatabaseError, match="append-only"),
-                transaction.atomic(),
-                connection.cursor() as cursor,
-            ):
-                cursor.execute(statement, [row.pk])
         with connection.cursor() as cursor:  # settle the deferred FK checks of the insert
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        with (
-            pytest.raises(DatabaseError, match="append-only"),
-            transaction.atomic(),
-            connection.cursor() as cursor,
-        ):
-            cursor.execute("TRUNCATE audit_auditevent")
+        for role, refusal in ((nullcontext(), "permission denied"), (owner_role(), "append-only")):
+            with role:
+                for statement in (
+                    "UPDATE audit_auditevent SET action = 'forged' WHERE id = %s",
+                    "DELETE FROM audit_auditevent WHERE id = %s",
+                    "TRUNCATE audit_auditevent",
+                ):
+                    with (
+                        pytest.raises(DatabaseError, match=refusal),
+                        transaction.atomic(),
+                        connection.cursor() as cursor,
+                    ):
+                        cursor.execute(statement, [row.pk] if "%s" in statement else None)
         assert AuditEvent.objects.get(pk=row.pk).action == "test.event"
 
 

@@ -7,12 +7,13 @@ from itertools import pairwise
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django_tenants.utils import schema_context
 
 from audit.chain import audit_seal, audit_verify
 from audit.models import AuditEvent, AuditSeal
 from audit.services import audit_record
+from tests.conftest import owner_role
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def write_rows(tenant, count: int, action: str = "test.event") -> list[int]:
 
 def behind_the_trigger(tenant, sql: str, params: list) -> None:
     """What a role that owns the table can do: switch the append-only trigger off."""
-    with schema_context(tenant.schema_name), connection.cursor() as cursor:
+    with owner_role(), schema_context(tenant.schema_name), connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending FK checks: ALTER needs it
         cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER USER")
         cursor.execute(sql, params)
@@ -61,7 +62,9 @@ def test_sealed_rows_verify_and_young_rows_wait(alpha, monkeypatch):
     # Sealing again finds nothing new; the seals are append-only like the rows.
     with schema_context(alpha.schema_name):
         assert audit_seal() == []
-        with pytest.raises(Exception, match="append-only"):
+        with pytest.raises(DatabaseError, match="permission denied"), transaction.atomic():
+            AuditSeal.objects.filter(pk=seals[0].pk).update(digest="f" * 64)
+        with owner_role(), pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             AuditSeal.objects.filter(pk=seals[0].pk).update(digest="f" * 64)
 
 

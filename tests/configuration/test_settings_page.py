@@ -1,6 +1,7 @@
 """/settings/ sections: saved, versioned field by field, audited; invalid input saves nothing."""
 
 import copy
+from contextlib import nullcontext
 
 import pytest
 from django.conf import settings as django_settings
@@ -12,6 +13,7 @@ from configuration.models import SettingChange
 from configuration.services import settings_update
 from tenants.models import Tenant, TenantEvent
 from tests.configuration.conftest import audit_of, changes_of, settings_of
+from tests.conftest import owner_role
 
 
 def post_section(client, section: str, **values):  # type: ignore[no-untyped-def]
@@ -220,16 +222,19 @@ def test_settings_changes_cannot_be_rewritten(alpha, alpha_admin):
     with schema_context(alpha.schema_name):
         settings_update(tenant=alpha, actor=alpha_admin, timezone="Europe/Rome")
         change = SettingChange.objects.get()
-        for statement in (
-            "UPDATE configuration_settingchange SET new_value = '\"UTC\"' WHERE id = %s",
-            "DELETE FROM configuration_settingchange WHERE id = %s",
-        ):
-            with (
-                pytest.raises(DatabaseError, match="append-only"),
-                transaction.atomic(),
-                connection.cursor() as cursor,
+        # The processes' role has no such privilege; the owner is stopped by the trigger.
+        for role, refusal in ((nullcontext, "permission denied"), (owner_role, "append-only")):
+            for statement in (
+                "UPDATE configuration_settingchange SET new_value = '\"UTC\"' WHERE id = %s",
+                "DELETE FROM configuration_settingchange WHERE id = %s",
             ):
-                cursor.execute(statement, [change.pk])
+                with (
+                    role(),
+                    pytest.raises(DatabaseError, match=refusal),
+                    transaction.atomic(),
+                    connection.cursor() as cursor,
+                ):
+                    cursor.execute(statement, [change.pk])
         assert SettingChange.objects.get().new_value == "Europe/Rome"
 
 

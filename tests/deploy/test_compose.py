@@ -24,6 +24,8 @@ SECRETS = {
     "POSTGRES_PASSWORD",
     "PORTAL_METRICS_TOKEN",
     "DATABASE_URL",
+    "DATABASE_OWNER_URL",
+    "PORTAL_DB_PASSWORD",
     "EMAIL_HOST_PASSWORD",
 }
 
@@ -106,7 +108,7 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     ):
         pytest.skip("the docker compose plugin is not installed; the YAML tests stand in")
     env = ENV_EXAMPLE.read_text()
-    for name in ("SECRET_KEY", "POSTGRES_PASSWORD"):
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "PORTAL_DB_PASSWORD"):
         env = env.replace(f"\n{name}=\n", f"\n{name}={'0' * 40}\n")
     (tmp_path / ".env").write_text(env)
     result = subprocess.run(
@@ -151,6 +153,18 @@ def test_processes_run_the_right_commands() -> None:
     assert "celery" in worker and " worker" in worker
     assert "--queues=default,periodic" in worker
     assert "manage.py dicom_gateway" in command_text(all_["dicom"])
+
+
+def test_only_the_migration_logs_in_as_the_owner_of_the_tables() -> None:
+    """The processes get the role that owns nothing; env_file's owner password is blanked."""
+    all_ = services()
+    for name in PORTAL_SERVICES:
+        environment = all_[name]["environment"]
+        assert environment["DATABASE_URL"].startswith("${DATABASE_URL:-postgres://portal_app:")
+        assert environment["DATABASE_OWNER_URL"] == "", name
+        assert environment["POSTGRES_PASSWORD"] == "", name
+    owner = all_["migrate"]["environment"]["DATABASE_OWNER_URL"]
+    assert owner.startswith("${DATABASE_OWNER_URL:-postgres://${POSTGRES_USER:-portal}:")
 
 
 def test_exactly_one_singleton_runs_beat() -> None:

@@ -57,7 +57,7 @@ from tenants.services import (
     tenant_resume,
     tenant_suspend,
 )
-from tests.conftest import require_tool
+from tests.conftest import autocommitting, require_tool
 from tests.studies.hostile import STORED, corpus
 from tests.studies.ingest.test_upload_worker import PROJECT_ROOT, _test_database_url
 from tests.studies.test_dicom_parsing import deflated_file
@@ -166,14 +166,8 @@ def last_job(site: Site) -> IngestJob:
 
 @pytest.fixture(scope="module")
 def committed(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """Autocommit database access for the module: the gateway's threads read what we write.
-
-    The browser tests' session-wide Playwright keeps an event loop on this thread, and Django
-    refuses queries when it sees one; these are plain synchronous calls, so the check is off.
-    """
-    with django_db_blocker.unblock(), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        connection.set_schema_to_public()
+    """Autocommit database access for the module: the gateway's threads read what we write."""
+    with autocommitting(django_db_blocker):
         yield
 
 

@@ -12,7 +12,7 @@ from portal import metrics
 from portal.embedded import embedded_redis
 from studies.models import MediumStatus, StorageMedium
 from tenants.selectors import TenantFigures, tenant_figures
-from tests.conftest import tenant_client
+from tests.conftest import owner_role, tenant_client
 from tests.portal.test_health import run_while_locked
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
 from tests.studies.ingest.test_ingest import bundled, ingest
@@ -219,7 +219,7 @@ def test_figures_of_a_broken_schema_are_unknown(new_tenant):
     from django.db import connection
 
     tenant = new_tenant("broken-figures").tenant
-    with connection.cursor() as cursor:
+    with owner_role(), connection.cursor() as cursor:
         cursor.execute("DROP TABLE t_broken_figures.jobs_jobrun CASCADE")
     assert tenant_figures(tenant) == TenantFigures()
     assert value(scrape(), "portal_scrape_error", part="tenants") == 1

@@ -54,7 +54,7 @@ from tenants import backup
 from tenants.backup import BackupError, Manifest, manifest_verify, tenant_export, tenant_import
 from tenants.models import Tenant, TenantEvent
 from tenants.services import tenant_create, tenant_delete, tenant_purge
-from tests.conftest import test_database_url
+from tests.conftest import autocommitting, owner_role, test_database_url
 from tests.studies.ingest.test_ingest import distinct_instances, ingest
 
 PASSWORD = "a-long-and-unguessable-password-42"
@@ -132,13 +132,11 @@ def login(tenant: Tenant, username: str, password: str = PASSWORD) -> Client:
 
 @pytest.fixture(scope="module")
 def committed(django_db_setup, django_db_blocker) -> Iterator[None]:
-    with django_db_blocker.unblock(), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with autocommitting(django_db_blocker), pytest.MonkeyPatch.context() as patch:
         # Thumbnails are made below, synchronously; no task goes to a broker nobody reads.
         patch.setattr(
             "studies.index.services.thumbnail_queue_for_new_series", lambda series_ids: None
         )
-        connection.set_schema_to_public()
         yield
 
 
@@ -291,8 +289,16 @@ def test_the_copy_is_a_tenant_of_its_own_with_a_new_ae_title_quotas_and_history(
 def test_the_copys_audit_log_is_append_only_again(setup):
     from django.db import DatabaseError, transaction
 
+    # Granted like every tenant's: no DELETE for the processes, and the trigger for the owner.
     with (
         schema_context(setup.copy.schema_name),
+        pytest.raises(DatabaseError, match="permission denied"),
+        transaction.atomic(),
+    ):
+        AuditEvent.objects.all().delete()
+    with (
+        schema_context(setup.copy.schema_name),
+        owner_role(),
         pytest.raises(DatabaseError, match="append-only"),
         transaction.atomic(),
     ):

@@ -1,7 +1,10 @@
 """The template schema: cloned tenants are identical to migrated ones, and stale is noticed."""
 
+import pytest
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection
+from django_tenants.utils import schema_exists
 
 from tenants import provisioning
 
@@ -43,7 +46,7 @@ def catalog(schema: str) -> dict[str, set[tuple[object, ...]]]:
     return result
 
 
-def test_cloned_schema_equals_a_freshly_migrated_one(db):
+def test_cloned_schema_equals_a_freshly_migrated_one(as_table_owner):
     assert provisioning.schema_create("t_cloned_check") == "clone"
     with connection.cursor() as cursor:
         cursor.execute("CREATE SCHEMA t_migrated_check")
@@ -56,12 +59,24 @@ def test_cloned_schema_equals_a_freshly_migrated_one(db):
     assert len(cloned["triggers"]) >= 3  # the append-only audit and history tables
 
 
-def test_stale_template_is_not_cloned_and_migrate_portal_refreshes_it(db):
+def _make_template_stale() -> None:
     template = settings.PORTAL_TEMPLATE_SCHEMA
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {template}.django_migrations WHERE app = 'jobs'")
     assert not provisioning.template_is_current()
     assert "jobs.0001_initial" in provisioning.migration_state(template).describe()
-    # With a stale template, new tenants are migrated from scratch instead of cloned.
+
+
+def test_stale_template_is_never_cloned_and_the_processes_say_what_to_run(db):
+    _make_template_stale()
+    # The processes' role may not migrate (no CREATE): it refuses and names the command.
+    with pytest.raises(ValidationError, match="migrate_portal"):
+        provisioning.schema_create("t_fallback_check")
+    assert not schema_exists("t_fallback_check")
+
+
+def test_stale_template_owner_migrates_a_new_schema_instead(as_table_owner):
+    _make_template_stale()
+    # The owner (a single-role deployment) migrates new tenants from scratch instead.
     assert provisioning.schema_create("t_fallback_check") == "migrate"
     assert provisioning.migration_state("t_fallback_check").is_current

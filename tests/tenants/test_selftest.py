@@ -1,6 +1,7 @@
 """`manage.py tenant selftest`: the tenant boundary probed route by route, in the suite too,
 so that a new route without isolation fails CI; and proof that the probe sees a leak."""
 
+import re
 from io import StringIO
 
 import pytest
@@ -16,11 +17,13 @@ from tenants.models import SelftestRun, SelftestStatus, Tenant, TenantStatus
 from tenants.selftest import selftest_execute, tenant_selftest
 
 
-@pytest.mark.django_db
-def test_the_selftest_finds_no_leak_and_purges_its_tenants():
+def test_the_selftest_finds_no_leak_and_purges_its_tenants(autocommit_db):
+    """Outside a test transaction, as an operator runs it: the DIMSE half needs committed
+    tenants (its gateway's associations have connections of their own)."""
     out = StringIO()
     call_command("tenant", "selftest", stdout=out)
     text = out.getvalue()
+    made = Tenant.all_objects.filter(slug__in=re.findall(r"purged (selftest-\S+)", text))
     assert "no leak across the tenant boundary" in text, text
     assert "0 leaks, 0 server errors" in text, text
     # Not blind: B's session and token saw B's own data; A's credentials saw none of it.
@@ -30,8 +33,10 @@ def test_the_selftest_finds_no_leak_and_purges_its_tenants():
     )
     assert int(seen["B's admin session"]) > 10 and int(seen["B's full token"]) > 5, text
     assert seen["A's token"] == "0" and seen["A's session cookie"] == "0", text
-    made = Tenant.all_objects.filter(slug__startswith="selftest-")
-    assert made.count() == 2 and all(t.status == TenantStatus.PURGED for t in made)
+    # DIMSE: B's node asked B's AE title (and A's) about A's study, and found its own.
+    assert "DIMSE: 18 DIMSE requests on port" in text, text
+    assert int(seen["B's DICOM node"]) >= 5, text
+    assert [t.status for t in made] == [TenantStatus.PURGED] * 2
 
 
 @pytest.mark.django_db
@@ -56,6 +61,34 @@ def test_a_route_that_ignores_the_tenant_is_reported(monkeypatch):
         clear_url_caches()
     assert not report.ok
     assert {leak.url.rsplit("/", 2)[-2] for leak in report.leaks} == {"leaky"}
+
+
+def test_a_gateway_that_answers_for_the_wrong_tenant_is_reported(autocommit_db, monkeypatch):
+    """The DIMSE half sees a leak too: here B's AE title is routed to A's schema, and any
+    node may query there, as a careless lookup of the called title would do."""
+    from configuration.selectors import NodeAdmission
+    from dicomnet import gateway
+
+    routed = gateway.tenant_for_called_ae
+
+    def crossed(called_ae: str) -> Tenant | None:
+        tenant = routed(called_ae)
+        if tenant is not None and tenant.slug.startswith("selftest-") and called_ae.endswith("B"):
+            return routed(called_ae[:-1] + "A")
+        return tenant
+
+    monkeypatch.setattr(gateway, "tenant_for_called_ae", crossed)
+    monkeypatch.setattr(gateway, "node_admission", lambda **_: NodeAdmission(True, True))
+    report = tenant_selftest()
+    dimse = {leak.url.split(" to ")[0] for leak in report.leaks if leak.method == "DIMSE"}
+    assert {
+        "C-FIND study",
+        "C-FIND series",
+        "C-FIND image",
+        "C-FIND patient",
+        "C-GET study",
+    } <= dimse
+    assert not report.ok
 
 
 def test_the_super_admin_site_runs_it_and_keeps_the_report(

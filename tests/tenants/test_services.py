@@ -1,6 +1,7 @@
 """Tenant lifecycle through the services: create, suspend, resume, delete, restore, purge."""
 
 import io
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from accounts.models import Role, User
 from studies.models import StorageMedium
 from tenants import services
 from tenants.models import Domain, Tenant, TenantEvent, TenantStatus
+from tests.conftest import owner_role
 
 
 def test_create_provisions_schema_admin_medium_domain_and_directory(new_tenant):
@@ -91,8 +93,11 @@ def test_bad_admin_email_is_refused_before_anything_is_made(new_tenant):
 
 def test_failure_during_provisioning_leaves_nothing_behind(new_tenant):
     """A leftover schema makes the clone fail after the rows were written: all rolls back."""
-    with connection.cursor() as cursor:
+    with owner_role(), connection.cursor() as cursor:
         cursor.execute("CREATE SCHEMA t_orphan; CREATE TABLE t_orphan.keep (id int)")
+        cursor.execute(
+            "GRANT USAGE ON SCHEMA t_orphan TO PUBLIC; GRANT SELECT ON t_orphan.keep TO PUBLIC"
+        )
     with pytest.raises(ValidationError, match="already exists"), transaction.atomic():
         new_tenant("orphan")
     assert not Tenant.objects.filter(slug="orphan").exists()
@@ -174,11 +179,14 @@ def test_purge_drops_schema_and_files_but_keeps_the_record(new_tenant):
 
 
 def test_tenant_history_cannot_be_rewritten_in_the_database(alpha):
+    """The processes' role has no UPDATE or DELETE on it; the owner is stopped by the trigger."""
     event = TenantEvent.objects.filter(tenant=alpha).first()
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        TenantEvent.objects.filter(pk=event.pk).update(actor="someone else")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        TenantEvent.objects.filter(pk=event.pk).delete()
+    for role, refusal in ((nullcontext(), "permission denied"), (owner_role(), "append-only")):
+        with role:
+            with pytest.raises(DatabaseError, match=refusal), transaction.atomic():
+                TenantEvent.objects.filter(pk=event.pk).update(actor="someone else")
+            with pytest.raises(DatabaseError, match=refusal), transaction.atomic():
+                TenantEvent.objects.filter(pk=event.pk).delete()
     assert TenantEvent.objects.get(pk=event.pk).actor == event.actor
 
 

@@ -126,7 +126,8 @@ class Command(BaseCommand):
                 "that SLUG and the AE title are free, then create SLUG through the normal "
                 "provisioning path and replace its rows and files with the export's, in one "
                 "transaction. Storage media are moved to the new tenant's storage root. The "
-                "users keep their passwords and tokens; nobody is logged in."
+                "users keep their passwords and tokens; nobody is logged in. Logs in as "
+                "DATABASE_OWNER_URL's role (the owner of the tables)."
             ),
         )
         restore.add_argument(
@@ -227,6 +228,7 @@ class Command(BaseCommand):
         )
         seen = ", ".join(f"{name}: {count}" for name, count in report.own.items())
         self.stdout.write(f"answers showing B its own data ({seen})")
+        self.stdout.write(f"DIMSE: {report.dimse}")
         for error in report.errors[:20]:
             self.stdout.write(f"  server error: {error}")
         for leak in report.leaks:
