@@ -201,6 +201,8 @@ def generate_index(tenant: Any, studies: int, instances_per_study: int) -> dict[
     from django.db import connection, transaction
     from django_tenants.utils import schema_context
 
+    from portal.dbroles import as_owner
+
     params = {
         "surnames": SURNAMES,
         "n_surnames": len(SURNAMES),
@@ -235,8 +237,9 @@ def generate_index(tenant: Any, studies: int, instances_per_study: int) -> dict[
             started = time.perf_counter()
             cursor.execute(sql, params if "%(" in sql else None)
             seconds[step] = seconds.get(step, 0) + time.perf_counter() - started
-    # After the commit, as autovacuum would: statistics, hint bits and the visibility map.
-    with schema_context(tenant.schema_name), connection.cursor() as cursor:
+    # After the commit, as autovacuum would: statistics, hint bits and the visibility map
+    # (only the tables' owner may vacuum them).
+    with as_owner(), schema_context(tenant.schema_name), connection.cursor() as cursor:
         started = time.perf_counter()
         for table in ("studies_patient", "studies_study", "studies_series", "studies_instance"):
             cursor.execute(f"VACUUM (ANALYZE) {table}")

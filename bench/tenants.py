@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connection
     from django_tenants.utils import get_public_schema_name, schema_exists
 
+    from portal.dbroles import as_owner
     from tenants.models import Tenant, TenantStatus
 
     run_id = secrets.token_hex(3)
@@ -391,12 +392,16 @@ def main(argv: list[str] | None = None) -> int:
             # `migrate_schemas --tenant` with MigrationSchemaMissing. Run the very same
             # per-schema pass, django-tenants' executor, over the schemas that exist instead.
             migrations["migrate_schemas_mode"] = "executor over live schemas"
-            migrations["migrate_schemas_tenant_seconds"] = timed(lambda: migrate_schemas_pass(live))
+            with as_owner():  # migrations run as the owner of the tables
+                migrations["migrate_schemas_tenant_seconds"] = timed(
+                    lambda: migrate_schemas_pass(live)
+                )
         else:
             migrations["migrate_schemas_mode"] = "call_command"
-            migrations["migrate_schemas_tenant_seconds"] = timed(
-                quiet_command("migrate_schemas", tenant=True, interactive=False, verbosity=0)
-            )
+            with as_owner():
+                migrations["migrate_schemas_tenant_seconds"] = timed(
+                    quiet_command("migrate_schemas", tenant=True, interactive=False, verbosity=0)
+                )
         connection.set_schema_to_public()
         migrations["migrate_portal_tenant_schemas"] = (
             Tenant._base_manager.exclude(schema_name=get_public_schema_name())
