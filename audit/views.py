@@ -13,6 +13,7 @@ from audit.forms import AuditFilterForm
 from audit.selectors import audit_actions, audit_search
 from audit.services import audit_record
 from portal.csv_export import csv_lines, spreadsheet_safe
+from portal.pagination import ClampedPagesMixin
 
 CSV_COLUMNS = [
     "time",
@@ -26,7 +27,7 @@ CSV_COLUMNS = [
 ]
 
 
-class AuditListView(CapabilityRequiredMixin, ListView):
+class AuditListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
     capability = Capability.AUDIT_VIEW
     template_name = "audit/audit_list.html"
     context_object_name = "events"
@@ -34,13 +35,20 @@ class AuditListView(CapabilityRequiredMixin, ListView):
 
     def get_queryset(self):
         self.form = AuditFilterForm(self.request.GET or None)
-        return audit_search(self.form.criteria()).select_related("actor")
+        # A rejected filter lists nothing: the whole log would look like the answer.
+        self.rejected = self.form.is_bound and not self.form.is_valid()
+        found = audit_search(self.form.criteria()).select_related("actor")
+        return found.none() if self.rejected else found
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         query = self.request.GET.copy()
         query.pop("page", None)
         return super().get_context_data(
-            form=self.form, actions=audit_actions(), filter_query=query.urlencode(), **kwargs
+            form=self.form,
+            actions=audit_actions(),
+            filter_query=query.urlencode(),
+            rejected=self.rejected,
+            **kwargs,
         )
 
 
@@ -66,6 +74,15 @@ class AuditExportView(CapabilityRequiredMixin, View):
 
     def get(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         form = AuditFilterForm(request.GET or None)
+        if form.is_bound and not form.is_valid():
+            problems = "; ".join(
+                f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()
+            )
+            return HttpResponse(
+                f"The filter was not applied, so nothing was exported. {problems}",
+                status=400,
+                content_type="text/plain; charset=utf-8",
+            )
         events = audit_search(form.criteria())
         # Exporting the log is itself an auditable act (the export may leave the building).
         audit_record(

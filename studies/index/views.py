@@ -17,6 +17,7 @@ from django.views import View
 from django.views.generic import ListView, TemplateView
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
+from portal.pagination import ClampedPagesMixin
 from studies.index import selectors, services
 from studies.models import Series, Study
 
@@ -56,7 +57,7 @@ class StudySearchForm(forms.Form):
 SORT_COLUMNS = [("patient_name", "Patient"), ("study_date", "Date"), ("received", "Received")]
 
 
-class StudyListView(CapabilityRequiredMixin, ListView):
+class StudyListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
     capability = Capability.STUDIES_VIEW
     template_name = "studies/study_list.html"
     context_object_name = "studies"
@@ -67,7 +68,10 @@ class StudyListView(CapabilityRequiredMixin, ListView):
         self.sort = self.request.GET.get("sort", selectors.DEFAULT_STUDY_SORT)
         if self.sort.lstrip("-") not in selectors.STUDY_SORTS:
             self.sort = selectors.DEFAULT_STUDY_SORT
-        return selectors.study_search(**self.form.criteria(), sort=self.sort)
+        # A rejected filter lists nothing: every study would look like the answer.
+        self.rejected = self.form.is_bound and not self.form.is_valid()
+        found = selectors.study_search(**self.form.criteria(), sort=self.sort)
+        return found.none() if self.rejected else found
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         query = self.request.GET.copy()
@@ -92,6 +96,7 @@ class StudyListView(CapabilityRequiredMixin, ListView):
             form=self.form,
             filter_query=query.urlencode(),
             filtered=bool(self.form.criteria()),
+            rejected=self.rejected,
             headers={h["key"]: h for h in headers},
             **kwargs,
         )

@@ -12,6 +12,7 @@ from django.views import View
 from django.views.generic import FormView, ListView, TemplateView
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
+from portal.pagination import ClampedPagesMixin
 from studies.media import selectors, services
 from studies.media.forms import MediumEditForm, MediumFilterForm, MediumForm, MediumStatusForm
 from studies.models import MediumStatus, StorageMedium
@@ -22,7 +23,7 @@ def _tenant(request: HttpRequest) -> Any:
     return request.tenant  # type: ignore[attr-defined]
 
 
-class StorageView(CapabilityRequiredMixin, ListView):
+class StorageView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
     """The tenant's storage media with their measured usage, against the quota."""
 
     capability = Capability.STORAGE_VIEW

@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.generic import ListView
 
 from accounts.permissions import Capability, CapabilityRequiredMixin, has_capability
+from portal.pagination import ClampedPagesMixin
 from studies.ingest import ingest_job_create, ingest_job_submit
 from studies.models import IngestItem, IngestJob, IngestJobStatus, IngestSource
 from studies.storage import StoragePathError
@@ -74,7 +75,7 @@ class StreamingUploadMixin(CapabilityRequiredMixin):
         return super().dispatch(request, *args, **kwargs)
 
 
-class UploadView(StreamingUploadMixin, ListView):
+class UploadView(StreamingUploadMixin, ClampedPagesMixin, ListView):
     """The drop zone and the recent jobs; POST creates a job (and, without JS, takes the files)."""
 
     template_name = "studies/upload.html"
@@ -149,7 +150,7 @@ class UploadSubmitView(CapabilityRequiredMixin, View):
         return redirect("ingest_job", pk=job.pk)
 
 
-class IngestJobView(CapabilityRequiredMixin, ListView):
+class IngestJobView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
     """One job: its progress and the outcome of every file."""
 
     capability = Capability.INGEST_STORE

@@ -129,6 +129,21 @@ def test_page_filters_by_user_action_object_and_outcome(seeded, alpha_admin_clie
     assert ("user.invite", "beta-secret") not in shown()
     bad = alpha_admin_client.get("/audit/", {"since": "2030-01-02", "until": "2030-01-01"})
     assert "The end date lies before the start date." in bad.content.decode()
+    # A rejected filter lists nothing (not the whole log) and says so; the export refuses.
+    assert list(bad.context["events"]) == []
+    assert "The filter was not applied" in bad.content.decode()
+    for query in ({"since": "2030-01-02", "until": "2030-01-01"}, {"since": "not a date"}):
+        export = alpha_admin_client.get("/audit/export.csv", query)
+        assert export.status_code == 400
+        assert "nothing was exported" in export.content.decode()
+
+
+def test_pages_past_the_end_or_not_numbers_show_the_nearest_page(seeded, alpha_admin_client):
+    last = alpha_admin_client.get("/audit/", {"page": "999"})
+    assert last.status_code == 200
+    assert last.context["page_obj"].number == last.context["paginator"].num_pages
+    first = alpha_admin_client.get("/audit/", {"page": "abc"})
+    assert first.status_code == 200 and first.context["page_obj"].number == 1
 
 
 def test_csv_export_follows_the_filters_and_is_spreadsheet_safe(seeded, alpha, alpha_admin_client):

@@ -183,6 +183,19 @@ def test_the_list_pages_by_fifty_with_a_constant_number_of_queries(
     assert response.context["paginator"].count == 61
 
 
+def test_a_rejected_search_lists_nothing_and_odd_pages_show_the_nearest(client_as, alpha, storage):
+    store(alpha, dicom(PatientName="ONLY^ONE"))
+    client = client_as(Role.VIEWER)
+    bad = client.get("/studies/", {"date_from": "2030-01-02", "date_to": "2030-01-01"})
+    page = bad.content.decode()
+    assert bad.status_code == 200 and list(bad.context["studies"]) == []
+    assert "The filter was not applied" in page and "ONLY^ONE" not in page
+    for number in ("999", "abc", "-1"):
+        answer = client.get("/studies/", {"page": number})
+        assert answer.status_code == 200, number
+        assert "ONLY^ONE" in answer.content.decode(), number
+
+
 def test_dicom_values_are_escaped_on_list_and_detail(client_as, alpha, storage):
     uid = generate_uid()
     store(

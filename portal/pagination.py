@@ -1,0 +1,23 @@
+"""List pages that forgive a stale or mistyped `?page=`: the nearest page, never a 404."""
+
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+
+
+class ClampedPagesMixin:
+    """For a ListView: `?page=abc` shows the first page and `?page=999` the last, as a
+    bookmark taken before rows were deleted would want (Django's default answers 404)."""
+
+    request: Any
+    page_kwarg: str
+
+    def paginate_queryset(self, queryset: Any, page_size: int) -> tuple[Paginator, Page, Any, bool]:
+        paginator = self.get_paginator(  # type: ignore[attr-defined]
+            queryset,
+            page_size,
+            orphans=self.get_paginate_orphans(),  # type: ignore[attr-defined]
+            allow_empty_first_page=self.get_allow_empty(),  # type: ignore[attr-defined]
+        )
+        page = paginator.get_page(self.request.GET.get(self.page_kwarg))
+        return paginator, page, page.object_list, page.has_other_pages()
