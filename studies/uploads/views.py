@@ -162,6 +162,12 @@ class IngestJobView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
         self.job = get_object_or_404(IngestJob, pk=self.kwargs["pk"])
         return ingest_job_items(job=self.job)
 
+    def get_template_names(self) -> list[str]:
+        # The page's live region polls this view: progress and the files' table, alone.
+        if self.request.htmx:  # type: ignore[attr-defined]
+            return ["studies/partials/ingest_live.html"]
+        return [self.template_name]
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return super().get_context_data(
             job=self.job,

@@ -90,6 +90,11 @@ def test_upload_in_the_browser_then_open_the_study_with_thumbnails(
     progress = page.locator("#ingest-progress")
     expect(progress).to_contain_text("Done", timeout=60_000)
     expect(page.locator("progress")).to_have_attribute("value", "100")
+    # The files' table followed the job too, without a reload: no file is left "Pending".
+    outcomes = page.locator("#ingest-live table.data tbody tr .badge")
+    expect(outcomes).to_have_count(2)
+    expect(outcomes.filter(has_text="Pending")).to_have_count(0)
+    expect(outcomes.filter(has_text="Stored")).to_have_count(2)
 
     page.get_by_role("navigation", name="Sections").get_by_role("link", name="Studies").click()
     rows = page.locator("table.data tbody tr")

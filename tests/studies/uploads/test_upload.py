@@ -270,6 +270,23 @@ def test_the_job_page_shows_progress_and_outcomes(alpha, storage, alpha_admin_cl
     assert "Rejected" in page and "Every file was rejected" in page
 
 
+def test_the_job_pages_poll_brings_the_files_table_along(
+    alpha, storage, alpha_admin_client, run_tasks
+):
+    """What htmx fetches every second is progress and files together, so the table cannot
+    say "Pending" under a progress bar that says "Done"."""
+    created = alpha_admin_client.post("/upload/", HTTP_ACCEPT="application/json").json()
+    alpha_admin_client.post(created["files_url"], {"files": [named("x.txt", b"nope")]})
+    polled = alpha_admin_client.get(created["job_url"], HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in polled and 'id="ingest-live"' in polled
+    assert 'hx-trigger="every 1s"' in polled and "Pending" in polled and "x.txt" in polled
+    assert polled.count("hx-trigger") == 1  # one poll for the region, not one per part
+    with run_tasks():
+        alpha_admin_client.post(created["submit_url"])
+    polled = alpha_admin_client.get(created["job_url"], HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in polled and "Pending" not in polled and "Rejected" in polled
+
+
 def test_the_job_page_is_paginated(alpha, storage, alpha_admin_client):
     created = alpha_admin_client.post("/upload/", HTTP_ACCEPT="application/json").json()
     alpha_admin_client.post(
