@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import NoReverseMatch, reverse
@@ -15,8 +15,9 @@ from django.views.generic import ListView
 from accounts.permissions import Capability, CapabilityRequiredMixin, has_capability
 from jobs.models import JobRun, JobStatus
 from jobs.runs import job_run_retry
-from studies.maintenance.services import ingest_job_retry
-from studies.models import IngestJob, IngestJobStatus
+from portal.pagination import ClampedPagesMixin
+from studies.maintenance.services import ingest_job_retry, retryable_items
+from studies.models import IngestItem, IngestJob, IngestJobStatus
 
 KINDS = [("ingest", "Ingest jobs"), ("periodic", "Periodic runs")]
 STATUSES = {"ingest": IngestJobStatus.choices, "periodic": JobStatus.choices}
@@ -52,7 +53,7 @@ def _ingest_job_url_name() -> str | None:
     return None
 
 
-class JobListView(CapabilityRequiredMixin, ListView):
+class JobListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
     capability = Capability.JOBS_VIEW
     template_name = "jobs/job_list.html"
     context_object_name = "jobs"
@@ -65,6 +66,10 @@ class JobListView(CapabilityRequiredMixin, ListView):
             runs = JobRun.objects.order_by("-started_at", "-id")
             return runs.filter(status=status) if status else runs
         jobs = IngestJob.objects.select_related("created_by").order_by("-created_at", "-id")
+        # Retry is offered only where it can change something (not for refused content).
+        jobs = jobs.annotate(
+            can_retry=Exists(IngestItem.objects.filter(retryable_items(), job=OuterRef("pk")))
+        )
         return jobs.filter(status=status) if status else jobs
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -328,6 +328,13 @@ def quarantine_purge(*, older_than_days: int = 30, limit: int | None = None) -> 
 RETRYABLE_REASONS = (Refusal.QUOTA, Refusal.NO_MEDIUM)
 
 
+def retryable_items() -> Q:
+    """The items of a failed job that a retry would queue again: the pending ones, and those
+    refused for lack of space whose bytes are still in quarantine."""
+    refused_for_space = Q(outcome=ItemOutcome.REJECTED, reason_code__in=RETRYABLE_REASONS)
+    return Q(outcome=ItemOutcome.PENDING) | (refused_for_space & ~Q(quarantine_path=""))
+
+
 def ingest_job_retry(*, job: IngestJob, request: HttpRequest | None = None) -> int:
     """Queue a failed job's files again: its pending ones, and those refused for lack of
     space (moved back from quarantine to staging). Returns how many were queued."""
@@ -337,9 +344,7 @@ def ingest_job_retry(*, job: IngestJob, request: HttpRequest | None = None) -> i
             raise ValidationError("Only failed ingest jobs can be retried; this one is not failed.")
         pending = current.items.filter(outcome=ItemOutcome.PENDING).count()
         retryable = list(
-            current.items.filter(
-                outcome=ItemOutcome.REJECTED, reason_code__in=RETRYABLE_REASONS
-            ).exclude(quarantine_path="")
+            current.items.filter(retryable_items()).exclude(outcome=ItemOutcome.PENDING)
         )
         folder = staging_dir(current.pk)
         folder.mkdir(parents=True, exist_ok=True)

@@ -152,6 +152,10 @@ def test_retry_of_an_ingest_job_with_nothing_to_retry_says_so(alpha_admin_client
         job = ingest_job_create(source="upload")
         ingest_item_stage(job=job, name="x.txt", stream=io.BytesIO(b"not dicom"))
         job = ingest_job_submit(job=job, run_now=True)
+    # The list does not offer what cannot work, and says why.
+    listing = alpha_admin_client.get("/jobs/").content.decode()
+    assert f'action="/jobs/ingest/{job.pk}/retry/"' not in listing
+    assert "Refused for their content" in listing
     response = alpha_admin_client.post(f"/jobs/ingest/{job.pk}/retry/", follow=True)
     assert "Nothing to retry" in response.content.decode()
     assert audits(alpha, "ingest.retry") == 0
