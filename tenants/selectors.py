@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Lower
 from django_tenants.utils import quote_schema_name
 
 from studies.models import MediumStatus
@@ -205,8 +206,10 @@ def tenant_figures(tenant: Tenant) -> TenantFigures:
 
 
 def fleet(*, include_purged: bool = False) -> list[FleetRow]:
+    """The fleet page's rows, by name (what the page shows), then slug."""
     rows = []
-    for tenant in tenant_list(include_purged=include_purged):
+    tenants = tenant_list(include_purged=include_purged).order_by(Lower("name"), "slug")
+    for tenant in tenants:
         if tenant.status == TenantStatus.PURGED:
             rows.append(FleetRow(tenant, TenantFigures(), provisioning.MigrationState(frozenset())))
             continue

@@ -45,6 +45,14 @@ def test_fleet_lists_tenants_with_their_figures(
     assert "up to date" in page
 
 
+def test_fleet_is_sorted_by_the_name_it_shows(superadmin_client, new_tenant):
+    new_tenant("aaa-last", name="Zebra Clinic")
+    new_tenant("zzz-first", name="aardvark imaging")  # case does not count
+    page = superadmin_client.get("/tenants/").content.decode()
+    order = [page.index(name) for name in ("aardvark imaging", "Alpha Hospital", "Zebra Clinic")]
+    assert order == sorted(order)
+
+
 def test_fleet_flags_a_tenant_whose_migrations_are_missing(superadmin_client, new_tenant):
     from django.db import connection
 
