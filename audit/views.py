@@ -76,7 +76,8 @@ class AuditExportView(CapabilityRequiredMixin, View):
         form = AuditFilterForm(request.GET or None)
         if form.is_bound and not form.is_valid():
             problems = "; ".join(
-                f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()
+                f"{name}: {' '.join(str(e) for e in errors)}"
+                for name, errors in form.errors.items()
             )
             return HttpResponse(
                 f"The filter was not applied, so nothing was exported. {problems}",

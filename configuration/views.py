@@ -19,6 +19,7 @@ from configuration import selectors, services
 from configuration.models import RemoteNode, RetentionRule, SettingChange, TenantSettings
 from configuration.ohif import dicomweb_roots, ohif_config, ohif_config_json
 from configuration.validators import available_timezones
+from dicomnet.facts import connection_facts
 
 PREVIEW_SALT = "configuration.retention-preview"
 # A dry run older than this is shown again before the rule is saved.
@@ -73,6 +74,7 @@ class SettingsView(CapabilityRequiredMixin, TemplateView):
             changes=selectors.setting_change_list().select_related("actor")[:10],
             can_manage=has_capability(self.request.user, Capability.SETTINGS_MANAGE),
             calling_ae=selectors.calling_ae_title(tenant),
+            dicom=connection_facts(tenant),
             timezones=sorted(available_timezones()),
             ohif_json=ohif_config_json(tenant, self.request),
             ohif_dicomweb_root=dicomweb_roots(tenant, self.request)[0],

@@ -32,6 +32,9 @@ PORTAL_DICOM_PEER_ASSOCIATIONS = env.int("PORTAL_DICOM_PEER_ASSOCIATIONS", defau
 # DICOM TLS (a second gateway port; 0 turns it off): the gateway's certificate chain and key
 # (PEM), and the CA whose client certificates remote nodes may be pinned to.
 PORTAL_DICOM_TLS_PORT = env.int("PORTAL_DICOM_TLS_PORT", default=0)
+# The host name modalities are given on the dashboard and settings page (the gateway's ports
+# are published as they are): the base domain unless the DICOM traffic has a name of its own.
+PORTAL_DICOM_PUBLIC_HOST = env("PORTAL_DICOM_PUBLIC_HOST", default="") or PORTAL_BASE_DOMAIN
 PORTAL_DICOM_TLS_CERTIFICATE = env("PORTAL_DICOM_TLS_CERTIFICATE", default="")
 PORTAL_DICOM_TLS_KEY = env("PORTAL_DICOM_TLS_KEY", default="")
 PORTAL_DICOM_TLS_CLIENT_CA = env("PORTAL_DICOM_TLS_CLIENT_CA", default="")

@@ -164,7 +164,7 @@ class IngestJobView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
 
     def get_template_names(self) -> list[str]:
         # The page's live region polls this view: progress and the files' table, alone.
-        if self.request.htmx:  # type: ignore[attr-defined]
+        if self.request.htmx:
             return ["studies/partials/ingest_live.html"]
         return [self.template_name]
 
