@@ -1,4 +1,5 @@
-"""Pages of /studies/ (search, study detail, thumbnails, download, delete)."""
+"""Pages of /studies/ (search, study, series and instance detail, thumbnails, download,
+delete)."""
 
 from django.urls import path, register_converter
 
@@ -22,6 +23,16 @@ register_converter(UidConverter, "uid")
 urlpatterns = [
     path("", views.StudyListView.as_view(), name="study_list"),
     path("<uid:study_uid>/", views.StudyDetailView.as_view(), name="study_detail"),
+    path(
+        "<uid:study_uid>/series/<uid:series_uid>/",
+        views.SeriesDetailView.as_view(),
+        name="series_detail",
+    ),
+    path(
+        "<uid:study_uid>/series/<uid:series_uid>/instances/<uid:sop_uid>/",
+        views.InstanceDetailView.as_view(),
+        name="instance_detail",
+    ),
     path(
         "<uid:study_uid>/series/<uid:series_uid>/thumbnail.png",
         views.SeriesThumbnailView.as_view(),

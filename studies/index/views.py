@@ -15,11 +15,16 @@ from django.http import (
 from django.shortcuts import redirect
 from django.views import View
 from django.views.generic import ListView, TemplateView
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
+from audit.services import audit_record
 from portal.pagination import ClampedPagesMixin
 from studies.index import selectors, services
-from studies.models import Series, Study
+from studies.index.header import header_rows
+from studies.models import Instance, Series, Study
+from studies.storage import StoragePathError, instance_path
 
 
 class StudySearchForm(forms.Form):
@@ -136,6 +141,84 @@ class StudyDetailView(CapabilityRequiredMixin, StudyMixin, TemplateView):
             else:
                 services.thumbnail_queue_for_new_series([item.pk])
         return super().get_context_data(series_list=series, **kwargs)
+
+
+class SeriesMixin(StudyMixin):
+    """The series of the URL, inside the study of the URL; anything else is a 404."""
+
+    series: Series
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        study = selectors.study_get(study_instance_uid=kwargs["study_uid"])
+        series = (
+            Series.objects.filter(study=study, series_instance_uid=kwargs["series_uid"]).first()
+            if study is not None
+            else None
+        )
+        if study is None or series is None:
+            raise Http404("No such series.")
+        self.study, self.series = study, series
+        # The study is found already: on past StudyMixin's own lookup.
+        return super(StudyMixin, self).dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(series=self.series, **kwargs)
+
+
+class SeriesDetailView(CapabilityRequiredMixin, SeriesMixin, ClampedPagesMixin, ListView):
+    """A series' instances, each linked to its header and a larger preview."""
+
+    capability = Capability.STUDIES_VIEW
+    template_name = "studies/series_detail.html"
+    context_object_name = "instances"
+    paginate_by = 100
+
+    def get_queryset(self) -> Any:
+        return (
+            Instance.objects.filter(series=self.series)
+            .select_related("medium")
+            .order_by("instance_number", "pk")
+        )
+
+
+class InstanceDetailView(CapabilityRequiredMixin, SeriesMixin, TemplateView):
+    """One instance: its facts, a larger preview and its DICOM header (PHI: audited)."""
+
+    capability = Capability.STUDIES_VIEW
+    template_name = "studies/instance_detail.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        instance = (
+            Instance.objects.filter(series=self.series, sop_instance_uid=self.kwargs["sop_uid"])
+            .select_related("medium")
+            .first()
+        )
+        if instance is None:
+            raise Http404("No such instance.")
+        try:
+            rows, cut = header_rows(instance_path(instance))
+            problem = ""
+        except (OSError, StoragePathError, InvalidDicomError, ValueError) as error:
+            rows, cut, problem = [], False, f"The stored file could not be read: {error}"
+        audit_record(
+            action="instance.view_header",
+            request=self.request,
+            target=instance,
+            details={
+                "study": self.study.study_instance_uid,
+                "series": self.series.series_instance_uid,
+                "sop_instance_uid": instance.sop_instance_uid,
+            },
+        )
+        return super().get_context_data(
+            instance=instance,
+            sop_class=UID(instance.sop_class_uid).name,
+            transfer_syntax=UID(instance.transfer_syntax_uid).name,
+            header=rows,
+            header_cut=cut,
+            header_problem=problem,
+            **kwargs,
+        )
 
 
 class SeriesThumbnailView(CapabilityRequiredMixin, StudyMixin, View):

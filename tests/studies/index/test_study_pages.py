@@ -18,7 +18,7 @@ from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_subm
 from studies.models import Instance, Patient, Series, StorageMedium, Study
 from studies.storage import instance_path
 from tenants.models import Tenant
-from tests.conftest import logged_in, tenant_client
+from tests.conftest import tenant_client
 
 
 def dicom(name: str = "CT_small.dcm", **tags: object) -> bytes:
@@ -48,16 +48,6 @@ def store(tenant: Tenant, *files: bytes) -> None:
 def study_of(tenant: Tenant, uid: str) -> Study | None:
     with schema_context(tenant.schema_name):
         return Study.objects.filter(study_instance_uid=uid).first()
-
-
-@pytest.fixture
-def client_as(alpha, make_user):
-    def make(role: str, tenant: Tenant | None = None):
-        tenant = tenant or alpha
-        user = make_user(tenant, role=role)
-        return logged_in(tenant_client(tenant), user.username)
-
-    return make
 
 
 @pytest.fixture
