@@ -17,10 +17,14 @@ from jobs.models import JobRun, JobStatus
 from jobs.runs import job_run_retry
 from portal.pagination import ClampedPagesMixin
 from studies.maintenance.services import ingest_job_retry, retryable_items
-from studies.models import IngestItem, IngestJob, IngestJobStatus
+from studies.models import IngestItem, IngestJob, IngestJobStatus, SendJob, SendJobStatus
 
-KINDS = [("ingest", "Ingest jobs"), ("periodic", "Periodic runs")]
-STATUSES = {"ingest": IngestJobStatus.choices, "periodic": JobStatus.choices}
+KINDS = [("ingest", "Ingest jobs"), ("send", "Sends to nodes"), ("periodic", "Periodic runs")]
+STATUSES = {
+    "ingest": IngestJobStatus.choices,
+    "send": SendJobStatus.choices,
+    "periodic": JobStatus.choices,
+}
 # Url names of the page of one ingest job, as the upload section may call it.
 INGEST_JOB_URL_NAMES = ("ingest_job", "upload_job")
 
@@ -65,6 +69,9 @@ class JobListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
         if self.form.chosen_kind == "periodic":
             runs = JobRun.objects.order_by("-started_at", "-id")
             return runs.filter(status=status) if status else runs
+        if self.form.chosen_kind == "send":
+            sends = SendJob.objects.select_related("created_by")
+            return sends.filter(status=status) if status else sends
         jobs = IngestJob.objects.select_related("created_by").order_by("-created_at", "-id")
         # Retry is offered only where it can change something (not for refused content).
         jobs = jobs.annotate(

@@ -95,6 +95,18 @@ def app_role_ensure() -> str | None:
                 .format(sql.Identifier(role), sql.Literal(password))
                 .as_string(cursor.connection)
             )
+        # Tables the owner creates from now on, wherever it is migrated from, are the
+        # application's to read and write (append-only ones lose UPDATE and DELETE again:
+        # portal/migration_ops.py and portal_app_grants).
+        for grant in (
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}",
+            "GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}",
+        ):
+            cursor.execute(
+                sql.SQL("ALTER DEFAULT PRIVILEGES " + grant)
+                .format(sql.Identifier(role))
+                .as_string(cursor.connection)
+            )
         # Before PostgreSQL 15 every role may create tables in public.
         cursor.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         cursor.execute(
@@ -106,12 +118,15 @@ def app_role_ensure() -> str | None:
 
 
 def schemas_without_grants(role: str, schemas: Sequence[str]) -> list[str]:
-    """The existing schemas of `schemas` that `role` may not use yet (one query)."""
+    """The existing schemas of `schemas` that `role` may not use yet, or that hold a table it
+    may not read (one migrated by something other than `migrate_portal`); one query."""
     with connections["default"].cursor() as cursor:
         cursor.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
-            "AND NOT has_schema_privilege(%s, oid, 'USAGE') ORDER BY nspname",
-            [list(schemas), role],
+            "SELECT n.nspname FROM pg_namespace n WHERE n.nspname = ANY(%s) "
+            "AND (NOT has_schema_privilege(%s, n.oid, 'USAGE') OR EXISTS ("
+            "  SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind = 'r' "
+            "  AND NOT has_table_privilege(%s, c.oid, 'SELECT'))) ORDER BY n.nspname",
+            [list(schemas), role, role],
         )
         return [row[0] for row in cursor.fetchall()]
 

@@ -18,7 +18,25 @@ def append_only(table: str, what: str, *, truncate: bool = True) -> migrations.R
         if truncate
         else ""
     )
-    forward = f"""
+    # Tables are created with the application role's default privileges (portal/dbroles.py):
+    # it keeps SELECT and INSERT here and loses the rest, whatever it is called.
+    revoke = f"""
+DO $$
+DECLARE grantee text;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole::text
+                   FROM pg_class c, aclexplode(c.relacl) a
+                   WHERE c.oid = '{table}'::regclass AND a.grantee <> c.relowner
+                         AND a.grantee <> 0
+    LOOP
+        EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM %s', grantee);
+    END LOOP;
+END
+$$;
+"""  # noqa: S608 - `table` is a constant of a migration
+    forward = (
+        revoke
+        + f"""
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION '{what} is append-only (% refused)', TG_OP
@@ -29,6 +47,7 @@ CREATE TRIGGER {function}
     BEFORE UPDATE OR DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION {function}();
 {truncate_sql}"""
+    )
     backward = (
         (f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table};\n" if truncate else "")
         + f"DROP TRIGGER IF EXISTS {function} ON {table};\n"

@@ -316,3 +316,59 @@ class IngestItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.outcome}"
+
+
+class SendJobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Sending"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class SendJob(models.Model):
+    """A study, or one of its series, sent to a remote node by C-STORE (the archive as SCU).
+
+    Run by a worker (dicomnet/send.py); the page follows its counters. Failures keep the SOP
+    Instance UID and the reason of each instance that did not arrive (at most MAX_FAILURES).
+    """
+
+    MAX_FAILURES = 1000
+
+    node = models.ForeignKey(
+        "configuration.RemoteNode", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    destination = models.CharField(max_length=300)  # "AE@host:port" when it was asked for
+    study_instance_uid = models.CharField(max_length=64)
+    series_instance_uid = models.CharField(max_length=64, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=16, choices=SendJobStatus.choices, default=SendJobStatus.QUEUED
+    )
+    total = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"send #{self.pk} to {self.destination}"
+
+    @property
+    def processed(self) -> int:
+        return self.sent + self.failed
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, self.processed * 100 // self.total)
+
+    @property
+    def is_over(self) -> bool:
+        return self.status in (SendJobStatus.DONE, SendJobStatus.FAILED)

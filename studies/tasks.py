@@ -78,3 +78,12 @@ def verify_storage(period: str) -> dict[str, Any] | None:
 def purge_quarantine(period: str) -> dict[str, Any] | None:
     """Delete quarantined files older than 30 days."""
     return periodic_job("quarantine-purge", period, maintenance.quarantine_purge)
+
+
+@shared_task(base=TenantScopedTask, name="studies.send_to_node")
+def send_to_node(job_id: int) -> dict[str, int]:
+    """Send a study or series to a remote node by C-STORE (dicomnet/send.py)."""
+    from dicomnet.send import send_job_run
+
+    job = send_job_run(job_id)
+    return {"sent": job.sent, "failed": job.failed}

@@ -228,6 +228,18 @@ def logged_in(client: Client, username: str, *, prefix: str = "") -> Client:
 
 
 @pytest.fixture
+def client_as(alpha, make_user) -> Callable[..., Client]:  # type: ignore[no-untyped-def]
+    """A logged-in client of a new user with `role`, in alpha unless another tenant is given."""
+
+    def make(role: str, tenant: Tenant | None = None) -> Client:
+        tenant = tenant or alpha
+        user = make_user(tenant, role=role)
+        return logged_in(tenant_client(tenant), user.username)
+
+    return make
+
+
+@pytest.fixture
 def superadmin(make_user) -> User:  # type: ignore[no-untyped-def]
     return make_user(None, username="root", superuser=True)
 

@@ -44,4 +44,6 @@ urlpatterns = [
         name="study_download",
     ),
     path("<uid:study_uid>/delete/", views.StudyDeleteView.as_view(), name="study_delete"),
+    path("<uid:study_uid>/send/", views.StudySendView.as_view(), name="study_send"),
+    path("sends/<int:pk>/", views.SendJobView.as_view(), name="send_job"),
 ]

@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import (
     FileResponse,
     Http404,
@@ -12,7 +13,7 @@ from django.http import (
     HttpResponseBase,
     StreamingHttpResponse,
 )
-from django.shortcuts import redirect
+from django.shortcuts import get_object_or_404, redirect
 from django.views import View
 from django.views.generic import ListView, TemplateView
 from pydicom.errors import InvalidDicomError
@@ -20,10 +21,12 @@ from pydicom.uid import UID
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
 from audit.services import audit_record
+from configuration.models import RemoteNode
+from dicomnet.send import send_job_create
 from portal.pagination import ClampedPagesMixin
 from studies.index import selectors, services
 from studies.index.header import header_rows
-from studies.models import Instance, Series, Study
+from studies.models import Instance, SendJob, Series, Study
 from studies.storage import StoragePathError, instance_path
 
 
@@ -140,7 +143,12 @@ class StudyDetailView(CapabilityRequiredMixin, StudyMixin, TemplateView):
                     item.thumbnail, item.thumbnail_error = made.thumbnail, made.thumbnail_error
             else:
                 services.thumbnail_queue_for_new_series([item.pk])
-        return super().get_context_data(series_list=series, **kwargs)
+        return super().get_context_data(
+            series_list=series,
+            send_form=SendForm() if RemoteNode.objects.exists() else None,
+            sends=SendJob.objects.filter(study_instance_uid=self.study.study_instance_uid)[:5],
+            **kwargs,
+        )
 
 
 class SeriesMixin(StudyMixin):
@@ -172,6 +180,12 @@ class SeriesDetailView(CapabilityRequiredMixin, SeriesMixin, ClampedPagesMixin, 
     template_name = "studies/series_detail.html"
     context_object_name = "instances"
     paginate_by = 100
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        send_form = SendForm(initial={"series": self.series.series_instance_uid})
+        return super().get_context_data(
+            send_form=send_form if RemoteNode.objects.exists() else None, **kwargs
+        )
 
     def get_queryset(self) -> Any:
         return (
@@ -261,3 +275,56 @@ class StudyDeleteView(CapabilityRequiredMixin, StudyMixin, TemplateView):
             f"{deletion.instances} instance{'s' if deletion.instances != 1 else ''}.",
         )
         return redirect("study_list")
+
+
+class SendForm(forms.Form):
+    node = forms.ModelChoiceField(
+        queryset=RemoteNode.objects.order_by("ae_title", "host", "port"),
+        label="Send to",
+        empty_label=None,
+        help_text="One of this archive's remote nodes (Settings).",
+    )
+    series = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+
+
+class StudySendView(CapabilityRequiredMixin, StudyMixin, View):
+    """POST: queue the study (or the series named) for a remote node, then show the job."""
+
+    capability = Capability.STUDIES_MANAGE
+
+    def post(self, request: HttpRequest, study_uid: str) -> HttpResponseBase:
+        form = SendForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Choose one of the remote nodes to send to.")
+            return redirect("study_detail", study_uid)
+        series = None
+        if form.cleaned_data["series"]:
+            series = Series.objects.filter(
+                study=self.study, series_instance_uid=form.cleaned_data["series"]
+            ).first()
+            if series is None:
+                raise Http404("No such series in this study.")
+        try:
+            job = send_job_create(
+                study=self.study, series=series, node=form.cleaned_data["node"], request=request
+            )
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+            return redirect("study_detail", study_uid)
+        return redirect("send_job", job.pk)
+
+
+class SendJobView(CapabilityRequiredMixin, TemplateView):
+    """A send job's progress and the instances that did not arrive; htmx polls it alone."""
+
+    capability = Capability.STUDIES_VIEW
+    template_name = "studies/send_job.html"
+
+    def get_template_names(self) -> list[str]:
+        if self.request.htmx:  # type: ignore[attr-defined]
+            return ["studies/partials/send_progress.html"]
+        return [self.template_name]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        job = get_object_or_404(SendJob.objects.select_related("created_by"), pk=kwargs["pk"])
+        return super().get_context_data(job=job, **kwargs)

@@ -54,8 +54,9 @@ class Command(BaseCommand):
         granted = 0
         if role is not None:
             # New tables of the migrated schemas, and schemas the role cannot use yet (the
-            # first run with the split, or a role created since).
-            every = [t.schema_name for t in tenants]
+            # first run with the split, a role created since, or tables another migration
+            # path made).
+            every = ["public", settings.PORTAL_TEMPLATE_SCHEMA, *(t.schema_name for t in tenants)]
             schemas = {"public", settings.PORTAL_TEMPLATE_SCHEMA, *migrated}
             schemas.update(dbroles.schemas_without_grants(role, every))
             dbroles.app_grants(role, sorted(schemas))
