@@ -15,6 +15,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django_tenants.utils import schema_context
+from pydicom.uid import generate_uid
 
 from accounts.models import Role
 from accounts.services import api_token_create
@@ -23,6 +24,7 @@ from studies.models import StorageMedium
 from tests.configuration.conftest import add_node, add_rule
 from tests.conftest import logged_in, tenant_client
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
+from tests.studies.index.test_study_pages import dicom, store
 
 HOSTILE_TEXT = [
     "9" * 40,
@@ -242,6 +244,8 @@ def alpha_objects(alpha, make_user, fresh_rate_limits) -> dict[str, str]:
     colleague = make_user(alpha, username="colleague", role=Role.OPERATOR)
     node = add_node(alpha)
     rule = add_rule(alpha)
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    store(alpha, dicom(StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=sop))
     with schema_context(alpha.schema_name):
         token, _raw = api_token_create(user=colleague, name="walker")
         medium = StorageMedium.objects.order_by("pk").first()
@@ -256,8 +260,10 @@ def alpha_objects(alpha, make_user, fresh_rate_limits) -> dict[str, str]:
         "retention-rules": rule.pk,
     }
     objects = {
-        "<uid:study_uid>": "1.2.3.4",
-        "<uid:series_uid>": "1.2.3.4.5",
+        # A real study, so that its pages' forms (delete, send) are walked too.
+        "<uid:study_uid>": study,
+        "<uid:series_uid>": series,
+        "<uid:sop_uid>": sop,
         "{study_instance_uid}": "1.2.3.4",
         "<uidb64>": "MQ",
         "<token>": "x-y",
