@@ -121,6 +121,9 @@ class JobsForm(forms.Form):
     )
     job_verification = forms.BooleanField(label="Verify stored files", required=False)
     job_quarantine_purge = forms.BooleanField(label="Purge old quarantined files", required=False)
+    job_node_echo = forms.BooleanField(
+        label="Test every remote node with a C-ECHO each quarter of an hour", required=False
+    )
 
 
 SECTION_FORMS: dict[str, type[forms.Form]] = {

@@ -84,6 +84,7 @@ class TenantSettings(models.Model):
     job_retention = models.BooleanField("apply retention rules", default=False)
     job_verification = models.BooleanField("verify stored files", default=True)
     job_quarantine_purge = models.BooleanField("purge old quarantined files", default=True)
+    job_node_echo = models.BooleanField("test remote nodes (C-ECHO)", default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -119,6 +120,8 @@ class RemoteNode(models.Model):
     last_echo_at = models.DateTimeField("last C-ECHO", null=True, blank=True)
     last_echo_ok = models.BooleanField(null=True, blank=True)
     last_echo_message = models.CharField(max_length=500, blank=True)
+    # When the gateway last admitted an association from this node (kept to the minute).
+    last_association_at = models.DateTimeField("last association", null=True, blank=True)
 
     class Meta:
         ordering = ["ae_title", "host", "port"]

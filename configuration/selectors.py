@@ -29,6 +29,7 @@ JOB_SWITCHES = {
     "retention": "job_retention",
     "verification": "job_verification",
     "quarantine-purge": "job_quarantine_purge",
+    "node-echo": "job_node_echo",
 }
 
 

@@ -2,10 +2,12 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 from django_ratelimit.core import get_usage
@@ -35,6 +37,7 @@ SETTINGS_FIELDS = (
     "job_retention",
     "job_verification",
     "job_quarantine_purge",
+    "job_node_echo",
 )
 # Identity lives on the tenant's public row; the API and forms call the name `display_name`.
 IDENTITY_FIELDS = {"display_name": "name"}
@@ -504,3 +507,51 @@ def _unique_violations_as(errors: dict[str, str]) -> Iterator[None]:
         if getattr(exc.__cause__, "sqlstate", None) != "23505":  # unique_violation
             raise
         raise ValidationError(errors) from exc
+
+
+# -- node status: the periodic C-ECHO and the last association ---------------------------------
+
+NODE_ECHO_LIMIT = 100  # nodes per run, those tested longest ago first
+NODE_SEEN_EVERY = timedelta(minutes=1)
+
+
+def nodes_echo(*, tenant: Tenant, timeout: float = 5) -> dict[str, int]:
+    """C-ECHO the tenant's nodes (the `node-echo` job) and keep each answer as the node's
+    status. Only a change of a node's state (answering, not answering) is audited."""
+    counts = {"nodes": 0, "answered": 0, "failed": 0}
+    calling_ae = calling_ae_title(tenant)
+    nodes = RemoteNode.objects.order_by(F("last_echo_at").asc(nulls_first=True), "pk")
+    for node in nodes[:NODE_ECHO_LIMIT]:
+        result = echo(
+            calling_ae=calling_ae,
+            ae_title=node.ae_title,
+            host=node.host,
+            port=node.port,
+            timeout=timeout,
+        )
+        counts["nodes"] += 1
+        counts["answered" if result.ok else "failed"] += 1
+        with transaction.atomic():
+            RemoteNode.objects.filter(pk=node.pk).update(
+                last_echo_at=timezone.now(),
+                last_echo_ok=result.ok,
+                last_echo_message=result.message[:500],
+            )
+            if node.last_echo_ok is not None and node.last_echo_ok != result.ok:
+                audit_record(
+                    action="node.status",
+                    actor_name="node-echo job",
+                    target=node,
+                    outcome=Outcome.SUCCESS if result.ok else Outcome.FAILURE,
+                    details={"answered": result.ok, "message": result.message[:200]},
+                )
+    return counts
+
+
+def node_seen(*, calling_ae: str) -> None:
+    """The gateway admitted an association from the node(s) with this AE title: note when,
+    at most once a minute per node (one small UPDATE that usually matches nothing)."""
+    now = timezone.now()
+    RemoteNode.objects.filter(ae_title=calling_ae.strip()).filter(
+        Q(last_association_at__isnull=True) | Q(last_association_at__lt=now - NODE_SEEN_EVERY)
+    ).update(last_association_at=now)

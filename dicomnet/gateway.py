@@ -34,6 +34,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from configuration.selectors import node_admission
+from configuration.services import node_seen
 from dicomnet import queryretrieve, receive, tls
 from dicomnet.receive import ReceivedFile
 from dicomnet.status import status_dataset
@@ -154,6 +155,8 @@ def association_check(
         return None, Refusal(CALLED_AE_NOT_RECOGNISED, f"tenant {tenant.slug} is {tenant.status}")
     with tenant_context(tenant):
         admitted = node_admission(calling_ae=calling_ae, address=address, certificate=certificate)
+        if admitted.allowed:
+            node_seen(calling_ae=calling_ae)  # "last association" on the settings page
     if not admitted.allowed:
         return None, Refusal(
             CALLED_AE_NOT_RECOGNISED,

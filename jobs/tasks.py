@@ -49,6 +49,7 @@ TENANT_JOBS = {
     "quarantine-purge": "studies.purge_quarantine",
     "ingest-recovery": "studies.recover_ingest",
     "audit-seal": "audit.seal_log",
+    "node-echo": "configuration.echo_nodes",
 }
 
 

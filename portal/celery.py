@@ -64,6 +64,11 @@ app.conf.beat_schedule = {
         **_tenant_job("audit-seal", 15 * 60),
         "schedule": crontab(minute="7-59/15"),
     },
+    # Every remote node gets a C-ECHO each quarter of an hour: its status in /settings/.
+    "node-echo": {
+        **_tenant_job("node-echo", 15 * 60),
+        "schedule": crontab(minute="11-59/15"),
+    },
     "quarantine-purge": {
         **_tenant_job("quarantine-purge", DAY, spread_seconds=2 * HOUR),
         "schedule": crontab(hour=4, minute=45),

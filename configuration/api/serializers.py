@@ -28,6 +28,7 @@ class SettingsOutput(serializers.Serializer):
     job_retention = serializers.BooleanField()
     job_verification = serializers.BooleanField()
     job_quarantine_purge = serializers.BooleanField()
+    job_node_echo = serializers.BooleanField()
     updated_at = serializers.DateTimeField()
 
 
@@ -53,6 +54,7 @@ class SettingsUpdateInput(serializers.Serializer):
     job_retention = serializers.BooleanField(required=False)
     job_verification = serializers.BooleanField(required=False)
     job_quarantine_purge = serializers.BooleanField(required=False)
+    job_node_echo = serializers.BooleanField(required=False)
 
 
 class NodeInput(serializers.Serializer):
@@ -84,6 +86,7 @@ class NodeOutput(serializers.ModelSerializer):
             "last_echo_at",
             "last_echo_ok",
             "last_echo_message",
+            "last_association_at",
         ]
 
 

@@ -77,6 +77,7 @@ def test_only_changed_fields_are_versioned(alpha, alpha_admin_client):
         job_watermark_migration="on",
         job_retention="on",
         job_verification="on",
+        job_node_echo="on",
     )
     assert [(c.field, c.old_value, c.new_value) for c in changes_of(alpha)] == [
         ("job_retention", False, True),
