@@ -274,22 +274,8 @@ def node_echo(
             raise EchoLimited(max(1, int(usage["time_left"])))
     calling_ae = calling_ae_title(tenant)
     # The network round trip happens outside any transaction: it may take `timeout` seconds.
-    result = echo(
-        calling_ae=calling_ae,
-        ae_title=node.ae_title,
-        host=node.host,
-        port=node.port,
-        timeout=timeout,
-    )
-    node.last_echo_at = timezone.now()
-    node.last_echo_ok = result.ok
-    node.last_echo_message = result.message[:500]
+    result = _echo_and_keep(node, calling_ae=calling_ae, timeout=timeout)
     with transaction.atomic():
-        RemoteNode.objects.filter(pk=node.pk).update(
-            last_echo_at=node.last_echo_at,
-            last_echo_ok=node.last_echo_ok,
-            last_echo_message=node.last_echo_message,
-        )
         audit_record(
             action="node.echo",
             request=request,
@@ -522,30 +508,39 @@ def nodes_echo(*, tenant: Tenant, timeout: float = 5) -> dict[str, int]:
     calling_ae = calling_ae_title(tenant)
     nodes = RemoteNode.objects.order_by(F("last_echo_at").asc(nulls_first=True), "pk")
     for node in nodes[:NODE_ECHO_LIMIT]:
-        result = echo(
-            calling_ae=calling_ae,
-            ae_title=node.ae_title,
-            host=node.host,
-            port=node.port,
-            timeout=timeout,
-        )
+        before = node.last_echo_ok
+        result = _echo_and_keep(node, calling_ae=calling_ae, timeout=timeout)
         counts["nodes"] += 1
         counts["answered" if result.ok else "failed"] += 1
-        with transaction.atomic():
-            RemoteNode.objects.filter(pk=node.pk).update(
-                last_echo_at=timezone.now(),
-                last_echo_ok=result.ok,
-                last_echo_message=result.message[:500],
+        if before is not None and before != result.ok:
+            audit_record(
+                action="node.status",
+                actor_name="node-echo job",
+                target=node,
+                outcome=Outcome.SUCCESS if result.ok else Outcome.FAILURE,
+                details={"answered": result.ok, "message": result.message[:200]},
             )
-            if node.last_echo_ok is not None and node.last_echo_ok != result.ok:
-                audit_record(
-                    action="node.status",
-                    actor_name="node-echo job",
-                    target=node,
-                    outcome=Outcome.SUCCESS if result.ok else Outcome.FAILURE,
-                    details={"answered": result.ok, "message": result.message[:200]},
-                )
     return counts
+
+
+def _echo_and_keep(node: RemoteNode, *, calling_ae: str, timeout: float) -> EchoResult:
+    """C-ECHO the node and keep the answer as its status (on the object and its row)."""
+    result = echo(
+        calling_ae=calling_ae,
+        ae_title=node.ae_title,
+        host=node.host,
+        port=node.port,
+        timeout=timeout,
+    )
+    node.last_echo_at = timezone.now()
+    node.last_echo_ok = result.ok
+    node.last_echo_message = result.message[:500]
+    RemoteNode.objects.filter(pk=node.pk).update(
+        last_echo_at=node.last_echo_at,
+        last_echo_ok=node.last_echo_ok,
+        last_echo_message=node.last_echo_message,
+    )
+    return result
 
 
 def node_seen(*, calling_ae: str) -> None:
