@@ -10,6 +10,7 @@ from django.views.generic import ListView
 
 from accounts.permissions import Capability, CapabilityRequiredMixin
 from audit.forms import AuditFilterForm
+from audit.presentation import audit_present
 from audit.selectors import audit_actions, audit_search
 from audit.services import audit_record
 from portal.csv_export import csv_lines, spreadsheet_safe
@@ -43,13 +44,15 @@ class AuditListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         query = self.request.GET.copy()
         query.pop("page", None)
-        return super().get_context_data(
+        context = super().get_context_data(
             form=self.form,
             actions=audit_actions(),
             filter_query=query.urlencode(),
             rejected=self.rejected,
             **kwargs,
         )
+        audit_present(context["events"])  # names and links of the page's objects
+        return context
 
 
 def _csv_rows(events: Any) -> Iterator[str]:

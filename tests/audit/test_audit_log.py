@@ -235,3 +235,24 @@ def test_public_login_failures_are_audited_in_public(db, superadmin):
         "/account/login/", {"username": superadmin.username, "password": PASSWORD}
     )
     assert AuditEvent.objects.filter(action="login.success", actor=superadmin).exists()
+
+
+def test_rows_name_their_objects_with_links_and_show_details_as_pairs(
+    alpha, alpha_admin, alpha_admin_client, make_user, django_assert_max_num_queries
+):
+    colleague = make_user(alpha, username="colleague-named", role=Role.OPERATOR)
+    with schema_context(alpha.schema_name):
+        audit_record(action="user.invite", target=colleague, details={"role": "operator"})
+        audit_record(
+            action="study.delete",
+            object_type="study",
+            object_id="999999",
+            details={"counts": {"series": 2}, "reason": "duplicate"},
+        )
+    with django_assert_max_num_queries(25):
+        page = alpha_admin_client.get("/audit/").content.decode()
+    assert f'<a href="/users/{colleague.pk}/">colleague-named</a>' in page
+    assert "study 999999 (no longer exists)" in page
+    assert "<dt>reason</dt><dd>duplicate</dd>" in page
+    assert "<dt>counts</dt><dd>{&quot;series&quot;: 2}</dd>" in page
+    assert "{'series'" not in page  # no Python reprs
