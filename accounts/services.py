@@ -98,10 +98,20 @@ def user_set_password_path(*, user: User) -> str:
     return "/" + path
 
 
-def _mail_link_after_commit(*, tenant: Tenant, user: User, url: str, invitation: bool) -> None:
-    """Mail the link once the user row is committed; the admin sees the link either way."""
+def set_password_link_expiry() -> datetime:
+    """When a link issued now stops working (PASSWORD_RESET_TIMEOUT)."""
+    return timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT)
+
+
+def mail_link_after_commit(
+    *, tenant: Tenant, user: User, url: str, invitation: bool, opening: str = ""
+) -> None:
+    """Mail the link once the user row is committed; the admin sees the link either way.
+    `opening`: the first sentence, when not the invitation's or the reset's."""
     hours = settings.PASSWORD_RESET_TIMEOUT // 3600
-    if invitation:
+    if opening:
+        subject = f"Your account at {tenant.name}"
+    elif invitation:
         subject = f"Your account at {tenant.name}"
         opening = f"An admin of {tenant.name} created an account for you ({user.username})."
     else:
@@ -178,7 +188,7 @@ def user_invite(
             details={"username": username, "email": email, "role": role},
         )
         url = tenant_url(tenant, user_set_password_path(user=user))
-        _mail_link_after_commit(tenant=tenant, user=user, url=url, invitation=True)
+        mail_link_after_commit(tenant=tenant, user=user, url=url, invitation=True)
     return SetPasswordLink(user=user, url=url)
 
 
@@ -267,7 +277,7 @@ def user_password_reset(
         user.save(update_fields=["password"])
         audit_record(action="user.password_reset", request=request, target=user)
         url = tenant_url(tenant, user_set_password_path(user=user))
-        _mail_link_after_commit(tenant=tenant, user=user, url=url, invitation=False)
+        mail_link_after_commit(tenant=tenant, user=user, url=url, invitation=False)
     return SetPasswordLink(user=user, url=url)
 
 

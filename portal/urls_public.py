@@ -32,6 +32,11 @@ urlpatterns = [
         name="tenant_restore",
     ),
     path("tenants/<slug:slug>/delete/", views.TenantDeleteView.as_view(), name="tenant_delete"),
+    path(
+        "tenants/<slug:slug>/admin-link/",
+        views.TenantAdminLinkView.as_view(),
+        name="tenant_admin_link",
+    ),
     path("tenants/<slug:slug>/domains/", views.DomainAddView.as_view(), name="domain_add"),
     path(
         "tenants/<slug:slug>/domains/<int:pk>/delete/",

@@ -8,7 +8,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -21,7 +21,13 @@ from django_tenants.utils import schema_context
 
 from accounts.models import Role, User
 from accounts.selectors import active_user_count
-from accounts.services import user_create, user_set_password_path
+from accounts.services import (
+    mail_link_after_commit,
+    set_password_link_expiry,
+    user_create,
+    user_set_password_path,
+)
+from audit.services import audit_record
 from studies.models import StorageMedium
 from studies.storage import StoragePathError, resolve_inside
 from tenants import provisioning
@@ -52,6 +58,7 @@ class TenantCreation:
     admin: User
     set_password_url: str
     method: str  # "clone" or "migrate"
+    expires_at: datetime | None = None  # when the set-password link stops working
 
 
 def _record(
@@ -210,6 +217,16 @@ def tenant_create(
                     capacity_bytes=tenant.quota_bytes,
                 )
                 set_password_path = user_set_password_path(user=admin)
+                url = tenant_url(tenant, set_password_path)
+                if admin_password is None:
+                    mail_link_after_commit(
+                        tenant=tenant,
+                        user=admin,
+                        url=url,
+                        invitation=True,
+                        opening=f"The tenant {tenant.name} was created with you as its admin "
+                        f"({admin.username}).",
+                    )
             tenant.status = TenantStatus.ACTIVE
             tenant.save(update_fields=["status"])
             _record(
@@ -228,8 +245,52 @@ def tenant_create(
         tenant=tenant,
         admin=admin,
         method=method,
-        set_password_url=tenant_url(tenant, set_password_path),
+        set_password_url=url,
+        expires_at=set_password_link_expiry(),
     )
+
+
+@dataclass
+class AdminLink:
+    user: User
+    url: str
+    expires_at: datetime
+
+
+def tenant_admin_link(*, tenant: Tenant, actor: str, username: str = "") -> AdminLink:
+    """Issue (and e-mail) a new set-password link for one of the tenant's admins: the
+    super-admin's way back in when the first link expired or was lost. The admin's current
+    password keeps working until it is set anew. Recorded in the tenant's history and audit."""
+    if tenant.status not in (TenantStatus.ACTIVE, TenantStatus.SUSPENDED):
+        raise ValidationError(f"{tenant.slug} is {tenant.status}: it has no admin to reach.")
+    with schema_context(tenant.schema_name):
+        admins = User.objects.filter(role=Role.ADMIN, is_active=True).order_by("pk")
+        admin = admins.filter(username=username).first() if username else admins.first()
+        if admin is None:
+            raise ValidationError(
+                f"{tenant.slug} has no active admin named {username}."
+                if username
+                else f"{tenant.slug} has no active admin."
+            )
+        url = tenant_url(tenant, user_set_password_path(user=admin))
+        with transaction.atomic():
+            audit_record(
+                action="user.set_password_link",
+                actor_name=f"platform: {actor}",
+                target=admin,
+                details={"issued_by": actor, "emailed_to": admin.email},
+            )
+            mail_link_after_commit(
+                tenant=tenant,
+                user=admin,
+                url=url,
+                invitation=False,
+                opening=f"The platform's administrators issued a new link to set the password "
+                f"of your account at {tenant.name} ({admin.username}).",
+            )
+    with transaction.atomic():
+        _record(tenant, "admin-link", actor, username=admin.username)
+    return AdminLink(user=admin, url=url, expires_at=set_password_link_expiry())
 
 
 def tenant_update(

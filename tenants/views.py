@@ -108,6 +108,7 @@ class TenantCreateView(SuperAdminRequiredMixin, FormView):
                 "tenant": creation.tenant,
                 "admin": creation.admin,
                 "set_password_url": creation.set_password_url,
+                "expires_at": creation.expires_at,
                 "site_url": tenant_base_url(creation.tenant) + "/",
             },
         )
@@ -188,6 +189,29 @@ class TenantActionView(TenantMixin, View):
         else:
             messages.success(request, f"Tenant {self.tenant.slug}: {self.action} done.")
         return redirect("tenant_detail", slug=self.tenant.slug)
+
+
+class TenantAdminLinkView(TenantMixin, View):
+    """POST: a new set-password link for the tenant's admin, e-mailed and shown this once."""
+
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        try:
+            link = services.tenant_admin_link(tenant=self.tenant, actor=request.user.get_username())
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+            return redirect("tenant_detail", slug=self.tenant.slug)
+        return render(
+            request,
+            "tenants/tenant_created.html",
+            {
+                "tenant": self.tenant,
+                "admin": link.user,
+                "set_password_url": link.url,
+                "expires_at": link.expires_at,
+                "site_url": tenant_base_url(self.tenant) + "/",
+                "reissued": True,
+            },
+        )
 
 
 class TenantDeleteView(TenantMixin, FormView):

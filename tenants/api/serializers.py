@@ -98,3 +98,14 @@ class UsageRecordOutput(serializers.ModelSerializer):
             "job_minutes",
             "computed_at",
         ]
+
+
+class AdminLinkInput(serializers.Serializer):
+    username = serializers.CharField(required=False, max_length=150)
+
+
+class AdminLinkOutput(serializers.Serializer):
+    username = serializers.CharField()
+    email = serializers.EmailField()
+    url = serializers.CharField(help_text="The one-time set-password link; shown only now.")
+    expires_at = serializers.DateTimeField()

@@ -103,6 +103,26 @@ class TenantViewSet(viewsets.GenericViewSet):
         tenant = services.tenant_restore(tenant=self.get_object(), actor=self._actor(request))
         return Response(s.TenantOutput(tenant).data)
 
+    @extend_schema(request=s.AdminLinkInput, responses={201: s.AdminLinkOutput})
+    @action(detail=True, methods=["post"], url_path="admin-link")
+    def admin_link(self, request: Request, slug: str) -> Response:
+        """A new set-password link for an admin of the tenant (the first active one unless
+        `username` names another), e-mailed to them and returned once."""
+        data = s.AdminLinkInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        link = services.tenant_admin_link(
+            tenant=self.get_object(),
+            actor=self._actor(request),
+            username=data.validated_data.get("username", ""),
+        )
+        output = {
+            "username": link.user.username,
+            "email": link.user.email,
+            "url": link.url,
+            "expires_at": link.expires_at,
+        }
+        return Response(s.AdminLinkOutput(output).data, status=status.HTTP_201_CREATED)
+
     @extend_schema(request=s.DomainInput, responses={201: s.DomainOutput})
     @action(detail=True, methods=["post"])
     def domains(self, request: Request, slug: str) -> Response:

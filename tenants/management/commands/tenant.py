@@ -85,6 +85,17 @@ class Command(BaseCommand):
         audit_verify.add_argument(
             "--seal", action="store_true", help="Seal the rows old enough first."
         )
+        admin_link = sub.add_parser(
+            "admin-link",
+            help="Issue and e-mail a new set-password link for a tenant's admin; print it.",
+            description=(
+                "For when the first link expired or was lost: a new one-time link for the "
+                "tenant's first active admin (or --username), e-mailed to them and printed "
+                "once. Recorded in the tenant's history and audit log."
+            ),
+        )
+        admin_link.add_argument("slug")
+        admin_link.add_argument("--username", default="", help="Another of the tenant's admins.")
         suspend = sub.add_parser("suspend", help="Suspend a tenant (site, API, DICOM blocked).")
         suspend.add_argument("slug")
         suspend.add_argument("--reason", default="")
@@ -209,6 +220,13 @@ class Command(BaseCommand):
                     self.stdout.write(f"purge after {tenant.purge_after:%Y-%m-%d %H:%M %Z}")
                 elif action == "purge":
                     services.tenant_purge(tenant=tenant, actor=actor)
+                elif action == "admin-link":
+                    link = services.tenant_admin_link(
+                        tenant=tenant, actor=actor, username=options["username"]
+                    )
+                    self.stdout.write(f"e-mailed to:          {link.user.email}")
+                    self.stdout.write(f"admin set-password:   {link.url}")
+                    self.stdout.write(f"expires:              {link.expires_at:%Y-%m-%d %H:%M %Z}")
                 if action != "show":
                     self.stdout.write(self.style.SUCCESS(f"{tenant.slug}: {tenant.status}"))
         except ValidationError as error:
@@ -272,6 +290,8 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"created {creation.tenant.slug} ({creation.method})"))
         self.stdout.write(f"site:                 {tenant_base_url(creation.tenant)}/")
         self.stdout.write(f"admin set-password:   {creation.set_password_url}")
+        if creation.expires_at:
+            self.stdout.write(f"expires:              {creation.expires_at:%Y-%m-%d %H:%M %Z}")
 
     def _list(self, options: dict) -> None:
         rows = selectors.fleet(include_purged=options["include_purged"])
