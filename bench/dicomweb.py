@@ -145,7 +145,7 @@ GENERATE_SQL = [
            id, study_instance_uid, patient_record_id, patient_name, patient_id,
            patient_birth_date, patient_sex, study_date, study_time, accession_number, study_id,
            description, referring_physician_name, modalities, num_series, num_instances,
-           size_bytes, received_at, updated_at)
+           size_bytes, received_at, updated_at, patient_id_issuer, attribute_conflict)
        SELECT i, %(uid_root)s || '.1.' || i, p.id, p.name, p.patient_id, p.birth_date, p.sex,
               date '2005-01-01' + (pg_temp.h(i, 4) %% %(days)s)::int,
               time '00:00' + make_interval(secs => pg_temp.h(i, 5) %% 86400),
@@ -155,7 +155,7 @@ GENERATE_SQL = [
               ARRAY[(%(modalities)s::text[])[e]],
               least(%(ips)s, 1 + pg_temp.h(i, 10) %% 4), %(ips)s,
               %(ips)s::bigint * (%(sizes)s::bigint[])[e],
-              now() - make_interval(days => ((%(studies)s - i) / 20)::int), now()
+              now() - make_interval(days => ((%(studies)s - i) / 20)::int), now(), '', ''
        FROM generate_series(1, %(studies)s) AS i
        CROSS JOIN LATERAL (SELECT 1 + pg_temp.h(i, 6) %% %(n_exams)s AS e,
                                   1 + pg_temp.h(i, 12) %% %(n_referring)s AS r) AS pick
@@ -479,6 +479,116 @@ class Target:
         if response.status_code != 200:
             raise RuntimeError(f"{self.name} {params}: {response.status_code} {body[:300]!r}")
         return elapsed, len(json.loads(body)), len(body)
+
+
+PAGE_TOTAL = re.compile(r"\((\d+) in all\)")
+PAGE_PASSWORD = "Bench-page-search-4187-quartz"  # noqa: S105 - a bench user on loopback
+
+
+def page_user(tenant: Any) -> str:
+    """A viewer of the tenant who logs in with a password (the page is a session's)."""
+    from django_tenants.utils import schema_context
+
+    from accounts.models import User
+    from accounts.services import user_create
+
+    with schema_context(tenant.schema_name):
+        if not User.objects.filter(username="bench-viewer").exists():
+            user_create(
+                username="bench-viewer",
+                email="viewer@bench.example",
+                role="viewer",
+                password=PAGE_PASSWORD,
+            )
+    return "bench-viewer"
+
+
+class PageTarget:
+    """The tenant site's /studies/ search page, logged in as a viewer, asked what QIDO-RS is
+    asked; its answer is the total it says it found ("(N in all)") or the rows it lists."""
+
+    FIELDS = {"PatientName": "patient_name", "AccessionNumber": "accession_number"}
+
+    def __init__(self, port: int, host: str, username: str) -> None:
+        import requests
+
+        self.base, self.host = f"http://127.0.0.1:{port}", host
+        self.session = requests.Session()
+        self.session.headers["Host"] = host
+        # The cookies are Secure (production settings) and this is plain HTTP on loopback,
+        # so they are carried by hand.
+        login = self.session.get(f"{self.base}/account/login/", timeout=60)
+        cookies = dict(login.cookies)
+        # CSRF_USE_SESSIONS: the token is in the form, kept in the session the cookie names.
+        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text)
+        if found is None:
+            raise RuntimeError(f"no CSRF token on the login page ({login.status_code})")
+        csrf = found.group(1)
+        answer = self.session.post(
+            f"{self.base}/account/login/",
+            data={"username": username, "password": PAGE_PASSWORD, "csrfmiddlewaretoken": csrf},
+            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
+            allow_redirects=False,
+            timeout=60,
+        )
+        if answer.status_code != 302:
+            raise RuntimeError(f"page login failed: {answer.status_code}")
+        cookies.update(dict(answer.cookies))
+        self.session.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+    def search(self, params: dict[str, str]) -> tuple[float, int, int]:
+        query = {}
+        for key, value in params.items():
+            if key == "StudyDate":
+                low, high = value.split("-")
+                query["date_from"] = f"{low[:4]}-{low[4:6]}-{low[6:]}"
+                query["date_to"] = f"{high[:4]}-{high[4:6]}-{high[6:]}"
+            elif key in self.FIELDS:
+                query[self.FIELDS[key]] = value
+        started = time.perf_counter()
+        response = self.session.get(f"{self.base}/studies/", params=query, timeout=120)
+        body = response.text
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"page {params}: {response.status_code} {body[:300]!r}")
+        total = PAGE_TOTAL.search(body)
+        count = int(total.group(1)) if total else body.count('<a href="/studies/1')
+        return elapsed, count, len(body)
+
+
+def run_page(
+    target: PageTarget,
+    plan: dict[str, list[dict[str, str]]],
+    runs: int,
+    warmup: int,
+    expected: dict[str, int],
+) -> dict[str, Any]:
+    """The page's search for each kind of the QIDO plan; the totals must equal QIDO's."""
+    results: dict[str, Any] = {"loadavg_before": load()}
+    wrong: list[str] = []
+    for kind, values in plan.items():
+        samples, counts, sizes = [], [], []
+        for n in range(warmup + runs):
+            params = values[n % len(values)]
+            elapsed, count, size = target.search(params)
+            want = expected[next(iter(params.values()))]
+            if count != want and len(wrong) < 10:
+                wrong.append(f"{params}: {count} studies, expected {want}")
+            if n >= warmup:
+                samples.append(elapsed)
+                counts.append(count)
+                sizes.append(size)
+        results[f"{kind}, page of 50"] = {
+            **summary(samples),
+            "runs": runs,
+            "results_min": min(counts),
+            "results_median": statistics.median(counts),
+            "results_max": max(counts),
+            "body_kb_median": round(statistics.median(sizes) / 1024, 1),
+        }
+    results["loadavg_after"] = load()
+    results["wrong_counts"] = wrong
+    return results
 
 
 def run_qido(
@@ -1068,6 +1178,13 @@ def main(argv: list[str] | None = None) -> int:
                 results["qido"][label] = run_qido(
                     target, plan, args.runs, args.warmup, expected, limit
                 )
+            # The tenant site's search page, asked the same on the large index.
+            say(f"search page {large}")
+            page = PageTarget(port, f"{big.slug}.localhost", page_user(big))
+            plan, expected = targets[large][1], targets[large][2]
+            results["qido"][f"search page, {large}"] = run_page(
+                page, plan, args.runs, args.warmup, expected
+            )
             results["rss_mib"] = {"gunicorn after QIDO": rss_mib(web.pid)}
 
             if wado is not None:

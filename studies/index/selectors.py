@@ -6,10 +6,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.contrib.postgres.aggregates import ArrayAgg
-from django.db.models import Count, F, QuerySet, Sum, Value
+from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from studies.index.query import BY_KEYWORD, Level, match_condition
 from studies.models import Instance, Series, Study
 
 # `?sort=` values and the columns they order by; anything else falls back to the default.
@@ -22,15 +23,10 @@ DEFAULT_STUDY_SORT = "-study_date"
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
-def wildcard_regex(pattern: str) -> str:
-    """A DICOM name pattern (`*` any run, `?` one character) as an anchored regex.
-
-    Everything else is escaped, so a name can never inject regex syntax. A pattern without
-    wildcards matches names that start with it ("doe" finds "DOE^JOHN").
-    """
-    parts = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern]
-    tail = "$" if "*" in pattern or "?" in pattern else ""
-    return "^" + "".join(parts) + tail
+def page_pattern(text: str) -> str:
+    """What the search box means in DICOM terms: as typed when it has `*` or `?`, otherwise
+    the values that start with it ("doe" is "doe*")."""
+    return text if "*" in text or "?" in text else f"{text}*"
 
 
 def study_sort_columns(sort: str) -> list[Any]:
@@ -59,22 +55,27 @@ def study_search(
     description: str = "",
     sort: str = DEFAULT_STUDY_SORT,
 ) -> QuerySet[Study]:
-    """Studies of the active tenant matching every given criterion (blank ones are ignored)."""
-    studies = Study.objects.all()
-    if patient_name:
-        studies = studies.filter(patient_name__iregex=wildcard_regex(patient_name))
-    if patient_id:
-        studies = studies.filter(patient_id__iregex=wildcard_regex(patient_id))
-    if accession_number:
-        studies = studies.filter(accession_number__iexact=accession_number)
-    if date_from:
-        studies = studies.filter(study_date__gte=date_from)
-    if date_to:
-        studies = studies.filter(study_date__lte=date_to)
-    if modality:
-        studies = studies.filter(modalities__contains=[modality.upper()])
-    if description:
-        studies = studies.filter(description__icontains=description)
+    """Studies of the active tenant matching every given criterion (blank ones are ignored).
+
+    Matched by the QIDO-RS and C-FIND rules of studies/index/query.py, on the same indexed
+    columns: the page finds exactly the studies a DICOMweb client asking the same would.
+    QueryError if a value cannot be matched (the form shows it)."""
+    keys = [
+        ("PatientName", page_pattern(patient_name) if patient_name else ""),
+        ("PatientID", page_pattern(patient_id) if patient_id else ""),
+        ("AccessionNumber", accession_number),
+        ("ModalitiesInStudy", modality),
+        ("StudyDescription", f"*{description}*" if description else ""),
+    ]
+    if date_from or date_to:
+        span = f"{date_from:%Y%m%d}" if date_from else ""
+        span += "-" + (f"{date_to:%Y%m%d}" if date_to else "")
+        keys.append(("StudyDate", span))
+    condition = Q()
+    for keyword, value in keys:
+        if value:
+            condition &= match_condition(BY_KEYWORD[keyword], value, Level.STUDY)
+    studies = Study.objects.filter(condition)
     return studies.order_by(*study_sort_columns(sort))
 
 

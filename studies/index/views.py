@@ -26,6 +26,7 @@ from dicomnet.send import send_job_create
 from portal.pagination import ClampedPagesMixin
 from studies.index import selectors, services
 from studies.index.header import header_rows
+from studies.index.query import QueryError
 from studies.models import Instance, SendJob, Series, Study
 from studies.storage import StoragePathError, instance_path
 
@@ -36,7 +37,8 @@ class StudySearchForm(forms.Form):
         max_length=324,
         label="Patient name",
         widget=forms.TextInput(attrs={"autofocus": True}),
-        help_text="* matches any run of characters, ? one; without them, names starting so.",
+        help_text="* matches any run of characters, ? one; without them, values starting so. "
+        "Names ignore case; the other fields match as typed, as DICOM queries do.",
     )
     patient_id = forms.CharField(required=False, max_length=64, label="Patient ID")
     accession_number = forms.CharField(required=False, max_length=64, label="Accession")
@@ -78,8 +80,14 @@ class StudyListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
             self.sort = selectors.DEFAULT_STUDY_SORT
         # A rejected filter lists nothing: every study would look like the answer.
         self.rejected = self.form.is_bound and not self.form.is_valid()
-        found = selectors.study_search(**self.form.criteria(), sort=self.sort)
-        return found.none() if self.rejected else found
+        if self.rejected:
+            return Study.objects.none()
+        try:
+            return selectors.study_search(**self.form.criteria(), sort=self.sort)
+        except QueryError as error:  # a value the DICOM matching rules cannot take
+            self.form.add_error(None, str(error))
+            self.rejected = True
+            return Study.objects.none()
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         query = self.request.GET.copy()

@@ -113,11 +113,14 @@ def listed(response) -> list[str]:
         ({"patient_name": "%"}, []),
         ({"patient_name": ".*"}, []),
         ({"patient_id": "P-200"}, ["smith"]),
-        ({"accession_number": "acc1"}, ["doe"]),
+        # DICOM's matching rules, as QIDO-RS applies them: only names ignore case.
+        ({"accession_number": "acc1"}, []),
+        ({"accession_number": "ACC1"}, ["doe"]),
         ({"date_from": "2024-01-01"}, ["smith", "doe"]),
         ({"date_from": "2024-01-01", "date_to": "2024-02-01"}, ["doe"]),
         ({"modality": "mr"}, ["mr"]),
-        ({"description": "chest"}, ["doe"]),
+        ({"description": "hest"}, ["doe"]),
+        ({"description": "chest"}, []),
         ({"sort": "patient_name"}, ["doe", "mr", "smith"]),
         ({"sort": "-patient_name"}, ["smith", "mr", "doe"]),
         ({"sort": "study_date"}, ["mr", "doe", "smith"]),
@@ -130,6 +133,27 @@ def test_search_filters_and_sorts_alphas_studies_only(client_as, archive, query,
     assert response.status_code == 200
     assert listed(response) == [archive[key] for key in expected]
     assert archive["beta"] not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("page", "qido"),
+    [
+        ({"patient_name": "doe"}, {"PatientName": "doe*"}),
+        ({"patient_name": "*ANNA"}, {"PatientName": "*ANNA"}),
+        ({"patient_id": "P-2"}, {"PatientID": "P-2*"}),
+        ({"accession_number": "ACC1"}, {"AccessionNumber": "ACC1"}),
+        ({"date_from": "2024-01-01", "date_to": "2024-02-01"}, {"StudyDate": "20240101-20240201"}),
+        ({"modality": "MR"}, {"ModalitiesInStudy": "MR"}),
+        ({"description": "hest"}, {"StudyDescription": "*hest*"}),
+    ],
+)
+def test_the_page_finds_exactly_what_qido_rs_finds(client_as, archive, page, qido):
+    client = client_as(Role.VIEWER)
+    listed_by_page = set(listed(client.get("/studies/", page)))
+    answer = client.get("/dicom-web/studies", qido, HTTP_ACCEPT="application/dicom+json")
+    assert answer.status_code == 200, answer.content
+    found_by_qido = {study["0020000D"]["Value"][0] for study in answer.json()}
+    assert listed_by_page == found_by_qido and listed_by_page
 
 
 def test_a_reversed_date_range_is_refused_with_its_message(client_as, archive):
