@@ -503,6 +503,18 @@ def page_user(tenant: Any) -> str:
     return "bench-viewer"
 
 
+def timed_row(samples: list[float], counts: list[int], sizes: list[int]) -> dict[str, Any]:
+    """One row of the report: the timings, the result counts and the body size."""
+    return {
+        **summary(samples),
+        "runs": len(samples),
+        "results_min": min(counts),
+        "results_median": statistics.median(counts),
+        "results_max": max(counts),
+        "body_kb_median": round(statistics.median(sizes) / 1024, 1),
+    }
+
+
 class PageTarget:
     """The tenant site's /studies/ search page, logged in as a viewer, asked what QIDO-RS is
     asked; its answer is the total it says it found ("(N in all)") or the rows it lists."""
@@ -578,14 +590,7 @@ def run_page(
                 samples.append(elapsed)
                 counts.append(count)
                 sizes.append(size)
-        results[f"{kind}, page of 50"] = {
-            **summary(samples),
-            "runs": runs,
-            "results_min": min(counts),
-            "results_median": statistics.median(counts),
-            "results_max": max(counts),
-            "body_kb_median": round(statistics.median(sizes) / 1024, 1),
-        }
+        results[f"{kind}, page of 50"] = timed_row(samples, counts, sizes)
     results["loadavg_after"] = load()
     results["wrong_counts"] = wrong
     return results
@@ -620,14 +625,7 @@ def run_qido(
                     samples.append(elapsed)
                     counts.append(count)
                     sizes.append(size)
-            results[label] = {
-                **summary(samples),
-                "runs": runs,
-                "results_min": min(counts),
-                "results_median": statistics.median(counts),
-                "results_max": max(counts),
-                "body_kb_median": round(statistics.median(sizes) / 1024, 1),
-            }
+            results[label] = timed_row(samples, counts, sizes)
     results["loadavg_after"] = load()
     results["wrong_counts"] = wrong
     return results
