@@ -263,9 +263,37 @@ class UsageChart:
     is_bytes: bool
     days: list[tuple[date, int]]
 
+    # The drawing's coordinates: a left margin for the scale, the bars in PLOT_WIDTH units
+    # whatever the number of days, so that labels keep their size (about 11 px) on screen.
+    MARGIN, PLOT_WIDTH, PLOT_TOP, PLOT_BOTTOM = 56, 300, 8, 100
+
     @property
     def width(self) -> int:
-        return 20 * len(self.days)
+        return self.MARGIN + self.PLOT_WIDTH
+
+    @property
+    def step(self) -> float:
+        return self.PLOT_WIDTH / max(len(self.days), 1)
+
+    @property
+    def ticks(self) -> list[dict[str, Any]]:
+        """The scale: 0, half the highest day and the highest day, with their lines."""
+        span = self.PLOT_BOTTOM - self.PLOT_TOP
+        return [
+            {"y": round(self.PLOT_BOTTOM - span * share, 1), "text": self.text(self.peak * share)}
+            for share in ((0, 0.5, 1) if self.peak else (0,))
+        ]
+
+    @property
+    def labels(self) -> list[dict[str, Any]]:
+        """Some days under the bars: about six, the last one always."""
+        every = max(1, -(-len(self.days) // 6))
+        count = len(self.days)
+        return [
+            {"x": round(self.MARGIN + (index + 0.5) * self.step, 1), "day": day}
+            for index, (day, _value) in enumerate(self.days)
+            if (count - 1 - index) % every == 0
+        ]
 
     @property
     def total(self) -> int:
@@ -283,18 +311,23 @@ class UsageChart:
         return self.text(self.peak)
 
     @property
+    def total_text(self) -> str:
+        return self.text(self.total)
+
+    @property
     def bars(self) -> list[dict[str, Any]]:
-        """SVG geometry as in the ingest activity chart: 20 units a day, up to 90 tall."""
-        bars = []
+        """One bar a day, its height to scale against the highest day."""
+        span, bars = self.PLOT_BOTTOM - self.PLOT_TOP, []
         for index, (day, value) in enumerate(self.days):
-            tall = round(90 * value / self.peak, 1) if self.peak else 0.0
+            tall = round(span * value / self.peak, 1) if self.peak else 0.0
             bars.append(
                 {
                     "day": day,
                     "value": value,
                     "text": self.text(value),
-                    "x": index * 20 + 2,
-                    "y": round(90 - tall, 1),
+                    "x": round(self.MARGIN + index * self.step + self.step * 0.1, 1),
+                    "width": round(max(self.step * 0.8, 0.5), 2),
+                    "y": round(self.PLOT_BOTTOM - tall, 1),
                     "height": tall,
                 }
             )
@@ -375,12 +408,23 @@ class UsageOverview:
     records: list[UsageRecord]
 
 
+MAX_WINDOW_DAYS = 366
+
+
 def usage_overview(
-    *, tenant: Tenant | None = None, days: int = CHART_DAYS, today: date | None = None
+    *,
+    tenant: Tenant | None = None,
+    days: int = CHART_DAYS,
+    today: date | None = None,
+    first: date | None = None,
+    last: date | None = None,
 ) -> UsageOverview:
-    """The last `days` days up to today (UTC), for one tenant or the whole fleet; one query."""
-    last = today or utc_today()
-    first = last - timedelta(days=days - 1)
+    """The days from `first` to `last` (by default the last `days` up to today, UTC), for one
+    tenant or the whole fleet; one query. A window is at most MAX_WINDOW_DAYS long."""
+    last = last or (first + timedelta(days=days - 1) if first else today or utc_today())
+    first = first or last - timedelta(days=days - 1)
+    if (last - first).days >= MAX_WINDOW_DAYS:
+        raise ValidationError({"from": f"Choose at most {MAX_WINDOW_DAYS} days at once."})
     records = list(usage_records(tenant=tenant, first=first, last=last))
     charts = [usage_chart(records, figure=figure, first=first, last=last) for figure in CHARTS]
     return UsageOverview(

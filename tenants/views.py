@@ -269,12 +269,24 @@ class DomainRemoveView(TenantMixin, View):
 
 
 class TenantUsageView(TenantMixin, TemplateView):
-    """One tenant's daily usage records of the last 30 days: charts, table, CSV link."""
+    """One tenant's daily usage records, the last 30 days or `?from=&to=`: charts, table,
+    CSV link. A window that cannot be read is said so, and the last 30 days are shown."""
 
     template_name = "tenants/tenant_usage.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return super().get_context_data(usage=usage.usage_overview(tenant=self.tenant), **kwargs)
+        problems: list[str] = []
+        try:
+            chosen = usage.usage_filter_parse(
+                {key: self.request.GET.get(key, "") for key in ("from", "to")}
+            )
+            overview = usage.usage_overview(
+                tenant=self.tenant, first=chosen.first, last=chosen.last
+            )
+        except ValidationError as error:
+            problems = [m for messages_ in error.message_dict.values() for m in messages_]
+            overview = usage.usage_overview(tenant=self.tenant)
+        return super().get_context_data(usage=overview, window_problems=problems, **kwargs)
 
 
 class UsageExportView(SuperAdminRequiredMixin, View):

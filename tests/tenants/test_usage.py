@@ -260,7 +260,7 @@ def test_the_fleet_dashboard_charts_the_last_30_days_and_lists_each_tenant(
     assert stored[two_days_ago.isoformat()] == "2000"
     assert stored[(today - timedelta(days=1)).isoformat()] == "0"
     assert chart_bars(page, "usage-dicomweb_bytes_served")[today.isoformat()] == "778177"
-    assert page.count('<svg class="activity-chart"') == 3
+    assert page.count('<svg class="usage-chart-svg"') == 3
     table = page[page.index('class="data usage-totals"') :]
     assert 'href="/tenants/alpha/usage/"' in table and 'href="/tenants/beta/usage/"' in table
     assert "/tenants/usage.csv?from=" in page
@@ -274,6 +274,30 @@ def test_a_tenants_usage_page_shows_its_days_and_nobody_elses(superadmin_client,
     assert rows.count("<tr>") == 1 + 2  # header and alpha's two days within the window
     assert "777" not in rows and "7777" not in page  # beta's figures
     assert "tenant=alpha" in page
+
+
+def test_the_usage_page_shows_the_days_asked_for_with_a_readable_scale(superadmin_client, records):
+    today = utc_today()
+    first, last = today - timedelta(days=50), today - timedelta(days=40)
+    page = superadmin_client.get(
+        "/tenants/alpha/usage/", {"from": first.isoformat(), "to": last.isoformat()}
+    ).content.decode()
+    bars = chart_bars(page, "usage-bytes_total")
+    assert min(bars) == first.isoformat() and max(bars) == last.isoformat() and len(bars) == 11
+    assert bars[(today - timedelta(days=45)).isoformat()] == "1"  # the record 45 days ago
+    assert f'value="{first.isoformat()}"' in page  # the form shows the window
+    chart = page[page.index('id="usage-bytes_total"') :]
+    chart = chart[: chart.index("</svg>")]
+    assert chart.count('class="scale"') == 3 and 'class="day"' in chart  # a scale and days
+    for bad, said in (
+        ({"from": "yesterday"}, "is a day as YYYY-MM-DD"),
+        ({"from": last.isoformat(), "to": first.isoformat()}, "“to” is before “from”"),
+        ({"from": "2020-01-01", "to": "2022-01-01"}, "at most 366 days"),
+    ):
+        answer = superadmin_client.get("/tenants/alpha/usage/", bad)
+        text = answer.content.decode()
+        assert answer.status_code == 200 and said in text and "The last 30 days are shown" in text
+        assert len(chart_bars(text, "usage-bytes_total")) == 30
 
 
 def parsed(response) -> list[list[str]]:  # type: ignore[no-untyped-def]
