@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.db.models import Count, QuerySet, Sum
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from configuration.dicom import DEFAULT_CALLING_AE
@@ -20,6 +19,7 @@ from configuration.models import (
     TenantSettings,
 )
 from configuration.validators import ALL_MODALITIES
+from portal.units import size_text
 from tenants.models import Tenant
 
 # Periodic job name (jobs.tasks.TENANT_JOBS) -> the TenantSettings switch that gates it.
@@ -144,7 +144,7 @@ class RetentionPreview:
             return "No studies are indexed yet: nothing would be deleted."
         noun = "study" if self.studies == 1 else "studies"
         return (
-            f"This rule would delete {self.studies} {noun}, {filesizeformat(self.bytes)} "
+            f"This rule would delete {self.studies} {noun}, {size_text(self.bytes)} "
             f"({self.bytes} bytes), tonight."
         )
 

@@ -213,6 +213,8 @@ TEMPLATES = [
                 "portal.context_processors.portal",
                 "configuration.context_processors.branding",
             ],
+            # `|size` and the usage bars on every page without a {% load %}.
+            "builtins": ["portal.templatetags.portal_format"],
         },
     },
 ]

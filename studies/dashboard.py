@@ -6,13 +6,14 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.humanize.templatetags.humanize import intcomma
-from django.template.defaultfilters import filesizeformat, pluralize
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.generic import TemplateView
 
 from accounts.permissions import Capability, has_capability
 from dicomnet.facts import connection_facts
 from jobs.models import JobRun, JobStatus
+from portal.units import size_text
 from studies.index import selectors as index_selectors
 from studies.media import selectors as media_selectors
 from studies.models import IngestJob, MediumStatus, StorageMedium
@@ -48,8 +49,8 @@ class DashboardView(LoginRequiredMixin, TemplateView):
                 ),
                 Tile(str(media), f"storage medi{pluralize(media, 'um,a')}", storage),
                 Tile(
-                    filesizeformat(summary.used_bytes),
-                    f"stored of {filesizeformat(summary.quota_bytes)} quota",
+                    size_text(summary.used_bytes),
+                    f"stored of {size_text(summary.quota_bytes)} quota",
                     storage,
                 ),
                 Tile(

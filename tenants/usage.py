@@ -49,11 +49,11 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name
 
 from portal.csv_export import csv_lines, spreadsheet_safe
+from portal.units import size_text
 from tenants.models import Tenant, TenantStatus, UsageRecord
 
 METERED_STATUSES = (TenantStatus.ACTIVE, TenantStatus.SUSPENDED)
@@ -304,7 +304,7 @@ class UsageChart:
         return max((value for _day, value in self.days), default=0)
 
     def text(self, value: int | float) -> str:
-        return str(filesizeformat(value)) if self.is_bytes else f"{value:,}"
+        return str(size_text(value)) if self.is_bytes else f"{value:,}"
 
     @property
     def peak_text(self) -> str:

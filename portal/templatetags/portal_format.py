@@ -1,11 +1,18 @@
 """Small presentation helpers: usage bars drawn as inline SVG, no JavaScript needed."""
 
 from django import template
-from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from portal.units import size_text
+
 register = template.Library()
+
+
+@register.filter
+def size(value: object) -> str:
+    """Bytes in binary units with IEC names (portal/units.py): `{{ n|size }}`."""
+    return size_text(value)  # type: ignore[arg-type]
 
 
 @register.simple_tag
@@ -27,7 +34,7 @@ def usage_bar(used: int, capacity: int, high: int | None = None, low: int | None
         f"{percent:.0f}",
         f"{percent:.2f}",
         mark_safe(ticks),  # noqa: S308 - built from integers above
-        filesizeformat(used),
-        filesizeformat(capacity),
+        size_text(used),
+        size_text(capacity),
         f"{percent:.1f}",
     )

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from portal.units import size_text
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.sql import Statements, execute, table
 from studies.models import IngestItem, ItemOutcome, StorageMedium
@@ -78,7 +78,7 @@ class QuarantineAllowance:
     @property
     def refusal_note(self) -> str:
         return (
-            f" The tenant's quarantine took its {filesizeformat(self.limit)} for 24 hours, so "
+            f" The tenant's quarantine took its {size_text(self.limit)} for 24 hours, so "
             "the file itself was not kept (its SHA-256 is)."
         )
 
@@ -109,8 +109,8 @@ class StagingRoom:
         stored, now = self._read()
         return IngestRefused(
             Refusal.QUOTA,
-            f"The tenant's storage quota ({filesizeformat(self.quota_bytes)}) is used up: "
-            f"{filesizeformat(stored)} stored, {filesizeformat(now.quarantine_bytes)} in "
-            f"quarantine and {filesizeformat(now.staging_bytes + self.written)} waiting in "
+            f"The tenant's storage quota ({size_text(self.quota_bytes)}) is used up: "
+            f"{size_text(stored)} stored, {size_text(now.quarantine_bytes)} in "
+            f"quarantine and {size_text(now.staging_bytes + self.written)} waiting in "
             "staging. The file was not kept; send it again once room is made.",
         )

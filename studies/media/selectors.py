@@ -1,12 +1,14 @@
 """Reads on the tenant's storage media: the list and the usage chart against the quota."""
 
+import shutil
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import QuerySet
 
+from portal.units import size_text
 from studies.ingest.held import Held, held
-from studies.models import MediumStatus, StorageMedium
+from studies.models import MediumKind, MediumStatus, StorageMedium
 
 # Distinct segment colours of the usage chart (classes seg-0 ... seg-7 in portal.css), and
 # the two of what the quota counts besides the media (seg-quarantine, seg-staging).
@@ -53,6 +55,7 @@ class StorageSummary:
     allocated: list[ChartSegment]
     held: Held
     quarantine_day_bytes: int
+    warnings: tuple[str, ...] = ()  # figures that cannot all come true
 
     @property
     def counted_bytes(self) -> int:
@@ -122,4 +125,31 @@ def storage_summary(*, quota_bytes: int) -> StorageSummary:
         allocated=_stack([(m.name, m.capacity_bytes, colours[m.pk]) for m in active], scale),
         held=now,
         quarantine_day_bytes=int(settings.PORTAL_QUARANTINE_BYTES_PER_DAY),
+        warnings=tuple(_warnings(active, capacity=capacity, quota_bytes=quota_bytes)),
     )
+
+
+def _warnings(active: list[StorageMedium], *, capacity: int, quota_bytes: int) -> list[str]:
+    """Where the figures promise more than can be stored: media allowed more than the quota,
+    and a medium allowed more than its file system has free."""
+    found = []
+    if quota_bytes and capacity > quota_bytes:
+        found.append(
+            f"The media are allowed {size_text(capacity)} together, "
+            f"{100 * capacity / quota_bytes:.0f} % of the tenant's quota of "
+            f"{size_text(quota_bytes)}: storing stops at the quota."
+        )
+    for medium in active:
+        if medium.status != MediumStatus.ONLINE or medium.kind != MediumKind.FILESYSTEM:
+            continue
+        try:
+            free = shutil.disk_usage(medium.root).free
+        except OSError:
+            continue  # the probe reports an unreachable root
+        room = medium.capacity_bytes - medium.used_bytes
+        if room > free:
+            found.append(
+                f"Medium “{medium.name}” may still take {size_text(room)}, but its file "
+                f"system has {size_text(free)} free."
+            )
+    return found

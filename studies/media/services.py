@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_record
+from portal import units
 from studies.models import MediumKind, MediumStatus, StorageMedium
 from studies.storage import MeasuredUsage, StoragePathError, measure_usage, resolve_inside
 
@@ -42,8 +42,9 @@ class ProbeResult:
 
 
 def size_text(value: int) -> str:
-    """`filesizeformat` with plain spaces, for messages that also travel through the API."""
-    return str(filesizeformat(value)).replace("\xa0", " ")
+    """`portal.units.size_text` with plain spaces, for messages that also travel through
+    the API."""
+    return units.size_text(value).replace("\xa0", " ")
 
 
 # What Linux file systems take: a longer name or path fails with ENAMETOOLONG on every call.

@@ -45,7 +45,7 @@ def test_dashboard_shows_real_figures_of_its_own_tenant_only(
     page = alpha_admin_client.get("/").content.decode()
     tile = re.search(r'<span class="figure">(\d+)</span><span>active user', page)
     assert tile and int(tile.group(1)) == users
-    assert "3.0\xa0GB of 4.0\xa0GB (75.0 %)" in page
+    assert "3.0\xa0GiB of 4.0\xa0GiB (75.0 %)" in page
     assert "beta-only" not in page
     assert "/t_beta/" not in page and "Beta Hospital" not in page
 

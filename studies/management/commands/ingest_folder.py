@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.template.defaultfilters import filesizeformat
 from django_tenants.utils import tenant_context
 
+from portal.units import size_text
 from studies.ingest import (
     JobStaging,
     ingest_items_process,
@@ -57,7 +57,7 @@ class Command(BaseCommand):
             for path in files:
                 self.stdout.write(str(path.relative_to(directory.resolve())))
             self.stdout.write(
-                f"Dry run: {len(files)} files ({filesizeformat(size)}) would be imported "
+                f"Dry run: {len(files)} files ({size_text(size)}) would be imported "
                 f"into {tenant.slug}."
             )
             return

@@ -77,7 +77,7 @@ def test_create_returns_the_medium_and_audits_it(alpha, admin_api, storage):
         ({"low_watermark": 95, "high_watermark": 90}, "low_watermark", "below the high one"),
         ({"high_watermark": 101}, "high_watermark", "at most 100 %"),
         ({"capacity_bytes": 0}, "capacity_bytes", "more than 0"),
-        ({"capacity_bytes": 11 * GIB}, "capacity_bytes", "exceeds the tenant's quota of 10.0 GB"),
+        ({"capacity_bytes": 11 * GIB}, "capacity_bytes", "exceeds the tenant's quota of 10.0 GiB"),
         ({"kind": "s3"}, "kind", "later release"),
         ({"name": "default"}, "name", "exists already"),
     ],

@@ -120,7 +120,7 @@ def test_the_list_shows_alphas_media_with_usage_and_chart_but_never_betas(
 
 def test_the_dashboard_draws_the_storage_chart(alpha_admin_client, storage):
     page = alpha_admin_client.get("/").content.decode()
-    assert 'class="usage-chart"' in page and "10.0\xa0GB quota" in page
+    assert 'class="usage-chart"' in page and "10.0\xa0GiB quota" in page
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,7 @@ def test_adding_a_medium_through_the_form(alpha, storage, alpha_admin_client):
         ({"low_watermark": "95"}, "low_watermark", "below the high one"),
         ({"high_watermark": "120"}, "high_watermark", "at most 100 %"),
         ({"capacity_gib": "0"}, "capacity_gib", "more than 0"),
-        ({"capacity_gib": "11"}, "capacity_gib", "exceeds the tenant&#x27;s quota of 10.0 GB"),
+        ({"capacity_gib": "11"}, "capacity_gib", "exceeds the tenant&#x27;s quota of 10.0 GiB"),
         ({"kind": "s3"}, "kind", "later release"),
         ({"name": "DEFAULT"}, "name", "exists already"),
     ],
@@ -262,8 +262,20 @@ def test_refresh_usage_now_measures_the_files(alpha, alpha_admin_client, add_med
     medium = add_medium("disk2")
     (Path(medium.root) / "1.dcm").write_bytes(b"x" * 2048)
     page = alpha_admin_client.post("/storage/refresh/", follow=True).content.decode()
-    assert "Usage measured on 2 media: 1 file, 2.0 KB." in page
+    assert "Usage measured on 2 media: 1 file, 2.0 KiB." in page
     with schema_context(alpha.schema_name):
         stored = StorageMedium.objects.get(pk=medium.pk)
     assert (stored.used_bytes, stored.file_count) == (2048, 1)
     assert audit_actions(alpha) == ["medium.create"]  # measuring changes nothing to audit
+
+
+def test_the_storage_page_warns_when_the_figures_cannot_all_come_true(alpha, alpha_admin_client):
+    from studies.models import StorageMedium
+
+    with schema_context(alpha.schema_name):
+        medium = StorageMedium.objects.get(name="default")
+        # Allowed more than the tenant's quota, and more than any file system here has free.
+        StorageMedium.objects.filter(pk=medium.pk).update(capacity_bytes=alpha.quota_bytes * 1000)
+    page = alpha_admin_client.get("/storage/").content.decode()
+    assert "% of the tenant&#x27;s quota" in page and "storing stops at the quota" in page
+    assert "may still take" in page and "free." in page

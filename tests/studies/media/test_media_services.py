@@ -131,7 +131,7 @@ def test_capacity_must_be_positive(alpha, storage, capacity):
 
 def test_no_medium_may_be_larger_than_the_quota(alpha, storage, add_medium):
     message = refused(alpha, "capacity_bytes", capacity_bytes=10 * GIB + 1)
-    assert "exceeds the tenant's quota of 10.0 GB" in message
+    assert "exceeds the tenant's quota of 10.0 GiB" in message
     assert not (storage / "new").exists()
 
 
@@ -268,7 +268,7 @@ def test_probe_writes_reads_back_and_deletes_a_test_object(alpha, storage, add_m
     assert result.ok, result.message
     assert result.free_bytes and result.total_bytes and result.free_bytes <= result.total_bytes
     assert result.write_mb_per_s and result.write_mb_per_s > 0 and result.read_mb_per_s
-    assert "Wrote, read back and deleted 1.0 MB" in result.message
+    assert "Wrote, read back and deleted 1.0 MiB" in result.message
     assert list(Path(medium.root).iterdir()) == []
     assert stored.last_probe_ok is True and stored.last_probe_at is not None
     assert stored.last_probe_message == result.message
@@ -312,6 +312,6 @@ def test_a_lowered_quota_blocks_growth_but_not_other_edits(alpha, storage, add_m
     alpha.save(update_fields=["quota_bytes"])
     with schema_context(alpha.schema_name):
         services.medium_update(tenant=alpha, medium=medium, priority=2, capacity_bytes=6 * GIB)
-        with pytest.raises(ValidationError, match="quota of 5.0 GB"):
+        with pytest.raises(ValidationError, match="quota of 5.0 GiB"):
             services.medium_update(tenant=alpha, medium=medium, capacity_bytes=6 * GIB + 1)
         assert StorageMedium.objects.get(pk=medium.pk).priority == 2
