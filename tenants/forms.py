@@ -1,11 +1,14 @@
 """Super-admin forms; validation lives in the model and services, forms only collect input."""
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from tenants.models import Tenant
 from tenants.selectors import ae_title_holder
-from tenants.validators import validate_ae_title, validate_slug
+from tenants.validators import schema_name_for, validate_ae_title, validate_slug
 
 GIB = 1 << 30
 
@@ -59,6 +62,31 @@ class TenantCreateForm(forms.Form):
                 "never reused."
             )
         return value
+
+    def clean(self) -> dict[str, Any]:
+        """The services' rules too (storage root, quotas, AE title), so that every problem of
+        the form is reported at once, not the services' only after the fields are fixed."""
+        from tenants.services import default_storage_root, tenant_rules_check
+
+        data = super().clean() or {}
+        slug = data.get("slug") or "x"
+        provisional = Tenant(
+            slug=slug,
+            name=data.get("name") or "x",
+            schema_name=schema_name_for(slug),
+            ae_title=data.get("ae_title") or None,
+            quota_bytes=(data.get("quota_gib") or 1) * GIB,
+            quota_users=data.get("quota_users") or 1,
+            storage_root=data.get("storage_root") or str(default_storage_root(slug)),
+        )
+        try:
+            tenant_rules_check(provisional, existing=False)
+        except ValidationError as error:
+            for field, messages in error.message_dict.items():
+                name = {"quota_bytes": "quota_gib"}.get(field, field)
+                if name in self.fields and name not in self.errors:
+                    self.add_error(name, messages)
+        return data
 
 
 class TenantEditForm(forms.ModelForm):

@@ -127,6 +127,22 @@ def test_create_form_errors_sit_next_to_their_fields(
     assert not Tenant.objects.filter(slug=form["slug"]).exclude(slug="alpha").exists()
 
 
+def test_every_problem_of_the_create_form_is_reported_in_one_round(superadmin_client, alpha):
+    """Field errors and the services' rules (here: another tenant's storage root) together."""
+    form = {
+        "slug": "Bad Slug",
+        "name": "Fresh",
+        "admin_email": "nope",
+        "ae_title": "",
+        "quota_gib": 1,
+        "quota_users": 1,
+        "storage_root": alpha.storage_root,
+    }
+    errors = superadmin_client.post("/tenants/new/", form).context["form"].errors
+    assert {"slug", "admin_email", "storage_root"} <= set(errors), errors
+    assert "overlaps the storage root of tenant alpha" in " ".join(errors["storage_root"])
+
+
 def test_edit_suspend_resume_delete_and_restore(superadmin_client, new_tenant):
     tenant = new_tenant("cycle").tenant
     response = superadmin_client.post(
