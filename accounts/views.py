@@ -252,7 +252,7 @@ class TokenListView(CapabilityRequiredMixin, View):
 
 
 class TokenRevokeView(CapabilityRequiredMixin, View):
-    """Confirm (GET) and revoke (POST) a token; htmx swaps the table row in place."""
+    """Confirm (GET, a page like every other destructive action's) and revoke (POST)."""
 
     capability = Capability.TOKENS_OWN
 
@@ -278,12 +278,6 @@ class TokenRevokeView(CapabilityRequiredMixin, View):
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         token = services.api_token_revoke(request=request, token=self.token(pk))
-        if request.headers.get("HX-Request"):
-            return render(
-                request,
-                "accounts/partials/token_row.html",
-                {"token": token, "show_owner": request.POST.get("show_owner") == "1"},
-            )
         messages.success(request, f"Revoked the token “{token.name}”.")
         return redirect(_safe_next(request, reverse("token_list")))
 

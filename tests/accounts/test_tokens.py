@@ -3,6 +3,7 @@ revocable, expiring; each proven by a real call to /api/v1/me/."""
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -109,14 +110,25 @@ def test_revoking_asks_first_then_the_token_stops_working(alpha, alpha_admin, al
     assert len(events(alpha, action="token.revoke")) == 1
 
 
-def test_htmx_revoke_swaps_the_row(alpha, alpha_admin, alpha_admin_client):
+def test_revoking_asks_on_a_page_as_every_destructive_action_does(
+    alpha, alpha_admin, alpha_admin_client
+):
     token_for(alpha, alpha_admin)
     token = in_schema(alpha, ApiToken.objects.get)
-    row = alpha_admin_client.post(f"/account/tokens/{token.pk}/revoke/", HTTP_HX_REQUEST="true")
-    html = row.content.decode()
-    assert row.status_code == 200 and html.startswith(f'<tr id="token-{token.pk}">')
-    assert "Revoked" in html and "hx-post" not in html
-    assert in_schema(alpha, lambda: ApiToken.objects.get().revoked_at) is not None
+    listing = alpha_admin_client.get("/account/tokens/").content.decode()
+    assert f'href="/account/tokens/{token.pk}/revoke/?next=' in listing
+    confirm = alpha_admin_client.get(f"/account/tokens/{token.pk}/revoke/").content.decode()
+    assert "Revoke the token" in confirm and 'type="submit"' in confirm
+    assert (
+        in_schema(alpha, lambda: ApiToken.objects.get().revoked_at) is None
+    )  # GET changes nothing
+    # No page asks with the browser's own confirm() box.
+    templates = Path(__file__).resolve().parents[2] / "templates"
+    assert not [
+        p.name
+        for p in templates.rglob("*.html")
+        if "hx-confirm" in p.read_text() or "confirm(" in p.read_text()
+    ]
 
 
 def test_nobody_but_admins_revokes_someone_elses_token(
