@@ -1,6 +1,6 @@
 """Every write of the tenant's configuration: validated, versioned field by field, audited."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -290,6 +290,32 @@ def node_echo(
             },
         )
     return result
+
+
+def node_problems(*, node: RemoteNode | None, values: dict[str, Any], skip: Iterable[str]) -> None:
+    """What node_create/node_update would refuse in `values`, without saving anything, for
+    a form whose `skip` fields are already wrong: its page then shows every problem at once.
+    Raises ValidationError (field -> messages); the skipped fields are left out."""
+    skipped = set(skip)
+    candidate = RemoteNode(**{f: getattr(node, f) for f in NODE_FIELDS} if node else {})
+    if node is not None:
+        candidate.pk = node.pk
+    for field, value in _normalised_node(**dict(values)).items():
+        if field in NODE_FIELDS and field not in skipped:
+            setattr(candidate, field, value)
+    errors: dict[str, list[str]] = {}
+    try:
+        candidate.full_clean(exclude=list(skipped), validate_constraints=not skipped)
+    except ValidationError as error:
+        errors.update(error.message_dict)
+    if "host" not in skipped and "host" not in errors and candidate.host:
+        try:
+            _check_egress(candidate.host)
+        except ValidationError as error:
+            errors.update(error.message_dict)
+    errors = {field: messages for field, messages in errors.items() if field not in skipped}
+    if errors:
+        raise ValidationError(errors)
 
 
 def _check_egress(host: str) -> None:

@@ -171,6 +171,13 @@ class NodeFormView(CapabilityRequiredMixin, View):
                 f.add_service_errors(form, error)
             else:
                 return redirect(_settings_url("nodes"))
+        else:
+            # The services' rules too (egress policy, duplicates), so that the page shows
+            # every problem in one round, not those only once the fields are fixed.
+            try:
+                services.node_problems(node=node, values=form.cleaned_data, skip=form.errors)
+            except ValidationError as error:
+                f.add_service_errors(form, error)
         return self._render(form, node)
 
 

@@ -60,6 +60,17 @@ def test_a_node_on_an_internal_address_is_not_listed(
     assert audit_of(alpha, "node.create") == []
 
 
+def test_the_node_form_shows_the_policy_and_the_fields_problems_in_one_round(
+    no_allowed_networks, alpha, alpha_admin_client
+):
+    response = alpha_admin_client.post(
+        "/settings/nodes/new/", {**NODE, "host": "127.0.0.1", "port": "99999"}
+    )
+    errors = response.context["form"].errors
+    assert "port" in errors and errors["host"][0].startswith("The archive does not connect to")
+    assert nodes_of(alpha) == []
+
+
 def test_a_node_cannot_be_moved_to_an_internal_address_by_the_api(
     no_allowed_networks, alpha, api_as
 ):
