@@ -13,7 +13,8 @@ from django.http import (
     HttpResponseBase,
     StreamingHttpResponse,
 )
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views import View
 from django.views.generic import ListView, TemplateView
 from pydicom.errors import InvalidDicomError
@@ -113,6 +114,7 @@ class StudyListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
             filter_query=query.urlencode(),
             filtered=bool(self.form.criteria()),
             rejected=self.rejected,
+            bulk_nodes=RemoteNode.objects.order_by("ae_title", "host", "port"),
             headers={h["key"]: h for h in headers},
             **kwargs,
         )
@@ -336,3 +338,75 @@ class SendJobView(CapabilityRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         job = get_object_or_404(SendJob.objects.select_related("created_by"), pk=kwargs["pk"])
         return super().get_context_data(job=job, **kwargs)
+
+
+BULK_LIMIT = 200
+
+
+class BulkForm(forms.Form):
+    action = forms.ChoiceField(choices=[("send", "Send to a node"), ("delete", "Delete")])
+    node = forms.ModelChoiceField(
+        queryset=RemoteNode.objects.order_by("ae_title", "host", "port"), required=False
+    )
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+
+class StudyBulkView(CapabilityRequiredMixin, View):
+    """POST: the studies ticked on the list, sent to a node (a job each) or deleted (after a
+    confirmation page that names them). At most BULK_LIMIT at once; only this tenant's."""
+
+    capability = Capability.STUDIES_MANAGE
+
+    def post(self, request: HttpRequest) -> HttpResponseBase:
+        form = BulkForm(request.POST)
+        uids = [uid for uid in request.POST.getlist("uids") if selectors.UID_PATTERN.match(uid)]
+        studies = list(Study.objects.filter(study_instance_uid__in=uids[:BULK_LIMIT]))
+        back = _safe_list_url(request.POST.get("next", ""))
+        if not form.is_valid() or not studies:
+            messages.error(request, "Tick one or more studies and choose what to do with them.")
+            return redirect(back)
+        if len(uids) > BULK_LIMIT:
+            messages.error(request, f"At most {BULK_LIMIT} studies at once.")
+            return redirect(back)
+        if form.cleaned_data["action"] == "send":
+            return self.send(request, studies, form.cleaned_data["node"], back)
+        if not form.cleaned_data["confirmed"]:
+            return render(
+                request,
+                "studies/study_bulk_delete.html",
+                {
+                    "studies": studies,
+                    "next": back,
+                    "instances": sum(s.num_instances for s in studies),
+                },
+            )
+        for study in studies:
+            services.study_delete(study=study, request=request)
+        messages.success(
+            request, f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} deleted."
+        )
+        return redirect(back)
+
+    def send(
+        self, request: HttpRequest, studies: list[Study], node: RemoteNode | None, back: str
+    ) -> HttpResponseBase:
+        if node is None:
+            messages.error(request, "Choose the remote node to send to.")
+            return redirect(back)
+        queued = 0
+        for study in studies:
+            try:
+                send_job_create(study=study, node=node, request=request)
+                queued += 1
+            except ValidationError as error:
+                messages.error(request, f"{study.patient_name}: {' '.join(error.messages)}")
+        messages.success(
+            request, f"{queued} send job{'s' if queued != 1 else ''} queued to {node}."
+        )
+        return redirect(f"{reverse('jobs')}?kind=send")
+
+
+def _safe_list_url(candidate: str) -> str:
+    """Back to the study list the request came from (its query kept), never elsewhere."""
+    base = reverse("study_list")
+    return candidate if candidate.startswith(base) and "//" not in candidate else base

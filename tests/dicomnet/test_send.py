@@ -125,3 +125,51 @@ def test_viewers_may_not_send_and_other_tenants_see_nothing(
         job = send(alpha_admin, alpha, study_uid, target)
     assert beta_admin.get(f"/studies/sends/{job.pk}/").status_code == 404
     assert list(folder.iterdir())  # what alpha sent did arrive
+
+
+def test_ticked_studies_are_sent_or_deleted_after_a_confirmation(
+    client_as, alpha, beta, study, receiver, django_capture_on_commit_callbacks
+):
+    from studies.models import Study
+
+    study_uid, _ = study
+    other = generate_uid()
+    store(alpha, dicom(StudyInstanceUID=other, PatientName="SECOND^STUDY"))
+    port, folder = receiver
+    target = node(alpha, port)
+    client = client_as(Role.OPERATOR)
+    listing = client.get("/studies/").content.decode()
+    assert 'form="bulk" name="uids"' in listing and 'action="/studies/bulk/"' in listing
+    assert 'name="uids"' not in client_as(Role.VIEWER).get("/studies/").content.decode()
+
+    with django_capture_on_commit_callbacks(execute=False):
+        sent = client.post(
+            "/studies/bulk/", {"action": "send", "node": target.pk, "uids": [study_uid, other]}
+        )
+    assert sent.status_code == 302 and sent["Location"] == "/jobs/?kind=send"
+    with schema_context(alpha.schema_name):
+        jobs = list(SendJob.objects.order_by("id"))
+        assert {job.study_instance_uid for job in jobs} == {study_uid, other}
+        for job in jobs:
+            send_job_run(job.pk)
+    assert len(received(folder)) == 4  # three instances and one
+
+    # Delete: first a page naming them, then only a confirmed POST deletes.
+    asked = client.post("/studies/bulk/", {"action": "delete", "uids": [study_uid, other]})
+    assert asked.status_code == 200 and "Delete 2 studies?" in asked.content.decode()
+    assert "SECOND^STUDY" in asked.content.decode()
+    with schema_context(alpha.schema_name):
+        assert Study.objects.filter(study_instance_uid__in=[study_uid, other]).count() == 2
+    # Another tenant's UIDs in the list change nothing there.
+    beta_uid = generate_uid()
+    store(beta, dicom(StudyInstanceUID=beta_uid))
+    done = client.post(
+        "/studies/bulk/",
+        {"action": "delete", "confirmed": "on", "uids": [study_uid, other, beta_uid]},
+    )
+    assert done.status_code == 302
+    with schema_context(alpha.schema_name):
+        assert not Study.objects.filter(study_instance_uid__in=[study_uid, other]).exists()
+    with schema_context(beta.schema_name):
+        assert Study.objects.filter(study_instance_uid=beta_uid).exists()
+    assert client_as(Role.VIEWER).post("/studies/bulk/", {"action": "delete"}).status_code == 403
