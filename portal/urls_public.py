@@ -11,6 +11,7 @@ urlpatterns = [
     path("account/", include("portal.urls_accounts")),
     path("tenants/", views.FleetView.as_view(), name="fleet"),
     path("selftest/", views.SelftestView.as_view(), name="selftest"),
+    path("platform/", views.PlatformView.as_view(), name="platform"),
     path("tenants/new/", views.TenantCreateView.as_view(), name="tenant_create"),
     path("tenants/usage.csv", views.UsageExportView.as_view(), name="usage_export"),
     path("tenants/<slug:slug>/", views.TenantDetailView.as_view(), name="tenant_detail"),

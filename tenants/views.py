@@ -64,6 +64,17 @@ class FleetView(SuperAdminRequiredMixin, TemplateView):
         )
 
 
+class PlatformView(SuperAdminRequiredMixin, TemplateView):
+    """The platform at a glance: readiness checks with their reasons, queues, workers."""
+
+    template_name = "tenants/platform.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from portal.platform_status import platform_status
+
+        return super().get_context_data(status=platform_status(), **kwargs)
+
+
 class SelftestView(SuperAdminRequiredMixin, View):
     """The tenant-boundary self-test: the last runs, and a button that queues one."""
 

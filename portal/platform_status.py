@@ -1,0 +1,52 @@
+"""The super-admin's platform page: what /health/ready checks, with the reasons, and what the
+workers are doing (queue lengths, the workers that answer, the singleton's heartbeat)."""
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from portal import health
+
+
+@dataclass
+class PlatformStatus:
+    checks: list[health.Check]
+    queues: dict[str, int | None] = field(default_factory=dict)  # None: not readable
+    workers: list[str] = field(default_factory=list)
+    workers_problem: str = ""
+    heartbeat_age: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+def platform_status(*, inspect_timeout: float = 1.0) -> PlatformStatus:
+    """Fresh figures (not /health/ready's cached answer); bounded by `inspect_timeout`."""
+    status = PlatformStatus(checks=health.readiness())
+    try:
+        client = health.redis_client(settings.CELERY_BROKER_URL)
+        for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_PERIODIC_QUEUE):
+            status.queues[queue] = int(client.llen(queue))
+        raw = health.redis_client(settings.REDIS_URL).get(health.HEARTBEAT_KEY)
+        if raw:
+            status.heartbeat_age = max(0.0, time.time() - float(raw))
+    except Exception as error:  # the broker's check above already says why
+        status.queues = dict.fromkeys(status.queues or ("default", "periodic"))
+        status.workers_problem = f"broker not readable: {type(error).__name__}"
+        return status
+    status.workers, status.workers_problem = _workers(inspect_timeout)
+    return status
+
+
+def _workers(timeout: float) -> tuple[list[str], str]:
+    from portal.celery import app
+
+    try:
+        replies: Any = app.control.ping(timeout=timeout)
+    except Exception as error:
+        return [], f"{type(error).__name__}: {error}"[:200]
+    names = sorted(name for reply in replies or [] for name in reply)
+    return names, "" if names else f"no worker answered within {timeout:.0f} s"

@@ -1,0 +1,29 @@
+"""The super-admin's platform page: readiness with reasons, queues, workers, heartbeat."""
+
+from django.test import Client
+
+from portal import health
+from tests.conftest import logged_in
+
+
+def test_the_platform_page_shows_each_check_and_the_queues(superadmin_client, settings):
+    settings.PORTAL_HEARTBEAT_MAX_AGE = 300
+    health.redis_client(settings.REDIS_URL).delete(health.HEARTBEAT_KEY)
+    page = superadmin_client.get("/platform/").content.decode()
+    for check in ("database", "broker", "media", "singleton"):
+        assert f"<td>{check}</td>" in page, check
+    assert "not ready" in page and "none recorded" in page  # no beat runs in the tests
+    assert "Queue <code>default</code>" in page and "Queue <code>periodic</code>" in page
+    health.singleton_heartbeat()
+    page = superadmin_client.get("/platform/").content.decode()
+    assert "s ago" in page
+    assert 'href="/platform/"' in page  # reachable from the navigation
+
+
+def test_only_the_super_admin_sees_it(make_user, alpha, alpha_admin_client):
+    plain = make_user(None, username="plain-platform")
+    assert (
+        logged_in(Client(HTTP_HOST="localhost"), plain.username).get("/platform/").status_code
+        == 403
+    )
+    assert alpha_admin_client.get("/platform/").status_code == 404  # not a tenant page
