@@ -96,6 +96,14 @@ class TokenCreateForm(forms.Form):
         if scopes == [TokenScope.FULL]:
             field.help_text = "A token acts with all your rights."
 
+    def clean_expires_on(self) -> Any:
+        """Checked with the other fields (the service checks again), so that a past day and
+        a missing name are reported in one round."""
+        day = self.cleaned_data.get("expires_on")
+        if day is not None and day < timezone.localdate():
+            raise ValidationError("The expiry date has passed; choose a later one or none.")
+        return day
+
     def expires_at(self) -> datetime | None:
         """The end of the chosen day in the site's time zone."""
         day = self.cleaned_data.get("expires_on")

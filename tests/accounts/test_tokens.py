@@ -77,6 +77,15 @@ def test_expiry_must_lie_ahead_and_expired_tokens_are_refused(
     )
     assert "expiry date has passed" in " ".join(response.context["form"].errors["expires_on"])
     assert in_schema(alpha, ApiToken.objects.count) == 0
+    # With a missing name too: both problems in the same answer.
+    both = (
+        alpha_admin_client.post(
+            "/account/tokens/", {"name": "", "scope": "full", "expires_on": yesterday}
+        )
+        .context["form"]
+        .errors
+    )
+    assert {"name", "expires_on"} <= set(both), both
 
     today = timezone.localdate().isoformat()
     raw = created_raw(
