@@ -23,6 +23,7 @@ register_converter(UidConverter, "uid")
 urlpatterns = [
     path("", views.StudyListView.as_view(), name="study_list"),
     path("bulk/", views.StudyBulkView.as_view(), name="study_bulk"),
+    path("remote/", views.RemoteQueryView.as_view(), name="remote_query"),
     path("<uid:study_uid>/", views.StudyDetailView.as_view(), name="study_detail"),
     path(
         "<uid:study_uid>/series/<uid:series_uid>/",

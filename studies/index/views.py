@@ -23,6 +23,7 @@ from pydicom.uid import UID
 from accounts.permissions import Capability, CapabilityRequiredMixin
 from audit.services import audit_record
 from configuration.models import RemoteNode
+from dicomnet.remote import remote_find
 from dicomnet.send import send_job_create
 from portal.pagination import ClampedPagesMixin
 from studies.index import selectors, services
@@ -410,3 +411,52 @@ def _safe_list_url(candidate: str) -> str:
     """Back to the study list the request came from (its query kept), never elsewhere."""
     base = reverse("study_list")
     return candidate if candidate.startswith(base) and "//" not in candidate else base
+
+
+class RemoteQueryForm(forms.Form):
+    node = forms.ModelChoiceField(
+        queryset=RemoteNode.objects.order_by("ae_title", "host", "port"),
+        label="Remote node",
+        empty_label=None,
+    )
+    patient_name = forms.CharField(
+        required=False, max_length=64, help_text="DICOM matching: * and ? are wildcards."
+    )
+    patient_id = forms.CharField(required=False, max_length=64, label="Patient ID")
+    date_from = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not any(data.get(k) for k in ("patient_name", "patient_id", "date_from", "date_to")):
+            raise ValidationError("Give a name, an ID or dates: a query for everything is refused.")
+        return data
+
+
+class RemoteQueryView(CapabilityRequiredMixin, TemplateView):
+    """`/studies/remote/`: ask one of the tenant's nodes which studies it holds (C-FIND)."""
+
+    capability = Capability.STUDIES_MANAGE
+    template_name = "studies/remote_query.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        form = RemoteQueryForm(self.request.GET or None)
+        found = None
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            found = remote_find(
+                node=data["node"],
+                tenant=self.request.tenant,  # type: ignore[attr-defined]
+                request=self.request,
+                patient_name=data["patient_name"],
+                patient_id=data["patient_id"],
+                date_from=data["date_from"],
+                date_to=data["date_to"],
+            )
+        return super().get_context_data(
+            form=form, found=found, has_nodes=RemoteNode.objects.exists(), **kwargs
+        )
