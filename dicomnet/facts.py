@@ -12,7 +12,7 @@ from django.conf import settings
 from pydicom.uid import UID
 from pynetdicom import AllStoragePresentationContexts
 
-from configuration.selectors import tenant_settings
+from configuration.models import SINGLETON_ID, TenantSettings
 from dicomnet import queryretrieve
 from dicomnet.gateway import TRANSFER_SYNTAXES
 from tenants.models import Tenant
@@ -74,7 +74,9 @@ class ConnectionFacts:
 
 def connection_facts(tenant: Tenant) -> ConnectionFacts:
     """The facts for `tenant`, in its schema (its node policy is read there)."""
-    row = tenant_settings()
+    # Read, not created: a page must not insert the settings row (the gateway's first
+    # association, in its own connection, would then wait on it).
+    row = TenantSettings.objects.filter(pk=SINGLETON_ID).first() or TenantSettings()
     query_models = sorted(
         {
             f"{root.value.title()} Root {op.value.upper()}"

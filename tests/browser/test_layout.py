@@ -76,7 +76,10 @@ def _shape(url: str) -> str:
     parts = urlsplit(url)
     segments = parts.path.split("/")
     shape = [
-        "*" if any(c.isdigit() for c in seg) or (i and segments[i - 1] == "tenants") else seg
+        "*"
+        if any(c.isdigit() for c in seg)
+        or (i and segments[i - 1] == "tenants" and seg not in {"new", ""})
+        else seg
         for i, seg in enumerate(segments)
     ]
     keys = sorted(pair.split("=", 1)[0] for pair in parts.query.split("&") if pair)

@@ -8,6 +8,7 @@ from django_tenants.utils import schema_context
 
 from audit.models import AuditEvent
 from configuration.models import RemoteNode, TenantSettings
+from configuration.selectors import tenant_settings
 from configuration.tasks import echo_nodes
 from dicomnet.gateway import association_check
 from jobs.models import JobRun
@@ -36,6 +37,7 @@ def test_the_job_echoes_every_node_and_audits_only_changes(alpha, beta, storescp
 def test_the_job_can_be_switched_off(alpha, storescp):  # noqa: F811
     node = add_node(alpha, ae_title="ECHOSCP", host="127.0.0.1", port=storescp)
     with schema_context(alpha.schema_name):
+        tenant_settings()  # the row exists once anything has read it
         TenantSettings.objects.update(job_node_echo=False)
         assert echo_nodes.apply(kwargs={"period": "p-echo-2"}).get() is None
         assert RemoteNode.objects.get(pk=node.pk).last_echo_at is None
