@@ -409,25 +409,25 @@ class InstanceFile:
     path: Path | None  # None: the index points outside the medium (never read)
 
 
+def instance_file(instance: Any) -> InstanceFile:
+    """What to send of an indexed instance (a row with its medium)."""
+    try:
+        path: Path | None = instance_path(instance)
+    except StoragePathError:
+        logger.error("instance %s points outside its medium", instance.sop_instance_uid)
+        path = None
+    return InstanceFile(
+        sop_class_uid=instance.sop_class_uid,
+        sop_instance_uid=instance.sop_instance_uid,
+        transfer_syntax_uid=instance.transfer_syntax_uid,
+        path=path,
+    )
+
+
 def instance_files(query: IndexQuery) -> list[InstanceFile]:
     """The matched instances of the active schema with their paths (at most the limit + 1)."""
     instances = query.queryset().select_related("medium")[: MAX_RETRIEVE_INSTANCES + 1]
-    files = []
-    for instance in instances:
-        try:
-            path: Path | None = instance_path(instance)
-        except StoragePathError:
-            logger.error("instance %s points outside its medium", instance.sop_instance_uid)
-            path = None
-        files.append(
-            InstanceFile(
-                sop_class_uid=instance.sop_class_uid,
-                sop_instance_uid=instance.sop_instance_uid,
-                transfer_syntax_uid=instance.transfer_syntax_uid,
-                path=path,
-            )
-        )
-    return files
+    return [instance_file(instance) for instance in instances]
 
 
 def move_destination(ae_title: str) -> RemoteNode | None:

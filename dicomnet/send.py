@@ -26,12 +26,12 @@ from configuration.selectors import calling_ae_title
 from dicomnet.queryretrieve import (
     MAX_RETRIEVE_INSTANCES,
     InstanceFile,
+    instance_file,
     read_instance,
     storage_contexts,
 )
 from portal.schemas import current_tenant
 from studies.models import Instance, SendJob, SendJobStatus, Series, Study
-from studies.storage import StoragePathError, instance_path
 
 logger = logging.getLogger(__name__)
 
@@ -86,21 +86,8 @@ def _instances(study_uid: str, series_uid: str) -> Any:
 
 
 def _files(job: SendJob) -> list[InstanceFile]:
-    files = []
-    for instance in _instances(job.study_instance_uid, job.series_instance_uid):
-        try:
-            path = instance_path(instance)
-        except StoragePathError:
-            path = None
-        files.append(
-            InstanceFile(
-                sop_class_uid=instance.sop_class_uid,
-                sop_instance_uid=instance.sop_instance_uid,
-                transfer_syntax_uid=instance.transfer_syntax_uid,
-                path=path,
-            )
-        )
-    return files
+    instances = _instances(job.study_instance_uid, job.series_instance_uid)
+    return [instance_file(instance) for instance in instances]
 
 
 def send_job_run(job_id: int) -> SendJob:
