@@ -6,6 +6,7 @@ once and the checked address called), with timeouts, and keeps at most MAX_RESUL
 and the count.
 """
 
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -25,7 +26,8 @@ from studies.models import Study
 from tenants.models import Tenant
 
 MAX_RESULTS = 200
-TIMEOUT_SECONDS = 10
+TIMEOUT_SECONDS = 10  # per message
+DEADLINE_SECONDS = 20  # for the whole query: a node trickling answers cannot hold the page
 PENDING = (0xFF00, 0xFF01)
 RETURNED = (
     "PatientName",
@@ -123,6 +125,7 @@ def _ask(result: RemoteFind, address: str, identifier: Dataset, calling_ae: str)
             "rejected the association." if assoc.is_rejected else "did not answer."
         )
         return
+    deadline = time.monotonic() + DEADLINE_SECONDS
     try:
         if not assoc.accepted_contexts:
             result.error = f"{node.ae_title} does not answer study-root queries (C-FIND)."
@@ -133,6 +136,10 @@ def _ask(result: RemoteFind, address: str, identifier: Dataset, calling_ae: str)
             code = getattr(status, "Status", None)
             if code is None:
                 result.error = result.error or "The node stopped answering."
+                break
+            if time.monotonic() > deadline:
+                result.error = f"The node took over {DEADLINE_SECONDS} s; narrow the query."
+                assoc.abort()
                 break
             if code in PENDING and answer is not None:
                 if len(result.studies) >= MAX_RESULTS:

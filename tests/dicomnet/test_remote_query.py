@@ -75,3 +75,16 @@ def test_a_query_for_everything_an_unreachable_node_and_other_tenants(
     other = client.get("/studies/remote/", {"node": theirs.pk + 1000, "patient_id": "X"})
     assert "Select a valid choice" in other.content.decode() and asked == []
     assert client_as(Role.VIEWER).get("/studies/remote/").status_code == 403
+
+
+def test_a_node_that_answers_too_slowly_is_cut_off(client_as, alpha, remote_archive, monkeypatch):
+    port, _, _ = remote_archive
+    monkeypatch.setattr("dicomnet.remote.DEADLINE_SECONDS", -1)  # every answer is too late
+    with schema_context(alpha.schema_name):
+        node = RemoteNode.objects.create(ae_title="REMOTEPACS", host="127.0.0.1", port=port)
+    page = (
+        client_as(Role.OPERATOR)
+        .get("/studies/remote/", {"node": node.pk, "patient_id": "R0"})
+        .content.decode()
+    )
+    assert "narrow the query" in page and "REMOTE^PATIENT0" not in page
