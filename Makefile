@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,embedded]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)  ## Create .venv and install the project with its dev tools.
+# The OHIF viewer's files (pinned, checked, cached in ~/.cache/pacs-portal): studies/viewer/bundle.py.
+VIEWER_ROOT := .var/viewer
+VIEWER := $(VIEWER_ROOT)/portal-viewer.json
+$(VIEWER): studies/viewer/bundle.py | $(STAMP)
+	$(PY) -m studies.viewer.bundle $(VIEWER_ROOT) && touch $@
+
+install: $(STAMP) $(VIEWER)  ## Create .venv, install the project with its dev tools and the viewer.
 
 run: install  ## Start PostgreSQL/Redis (embedded unless *_URL set), migrate, seed, serve.
 	$(EMBEDDED) --var .var -- $(PY) -m portal.devrun

@@ -97,6 +97,19 @@ class CorsForm(forms.Form):
         return [line.strip() for line in lines if line.strip()]
 
 
+class ViewerForm(forms.Form):
+    viewer_url_template = forms.CharField(
+        label="Open studies in",
+        required=False,
+        max_length=500,
+        widget=forms.URLInput(
+            attrs={"placeholder": "https://viewer.example.org/viewer?StudyInstanceUIDs={study_uid}"}
+        ),
+        help_text="Empty: the viewer built into this portal. Otherwise another viewer's URL "
+        "with {study_uid} and, for a series, {series_uid} where the UIDs go.",
+    )
+
+
 class AppearanceForm(forms.Form):
     accent_colour = forms.CharField(
         max_length=7,
@@ -130,6 +143,7 @@ SECTION_FORMS: dict[str, type[forms.Form]] = {
     "identity": IdentityForm,
     "policies": PoliciesForm,
     "cors": CorsForm,
+    "viewer": ViewerForm,
     "appearance": AppearanceForm,
     "jobs": JobsForm,
 }

@@ -11,6 +11,7 @@ from configuration.validators import (
     validate_modality,
     validate_node_host,
     validate_timezone,
+    validate_viewer_url_template,
 )
 from tenants.validators import validate_ae_title
 
@@ -63,6 +64,14 @@ class TenantSettings(models.Model):
         blank=True,
         validators=[validate_cors_origins],
         help_text="Web viewers allowed to read DICOMweb from a browser.",
+    )
+    viewer_url_template = models.CharField(
+        "viewer URL",
+        max_length=500,
+        blank=True,
+        validators=[validate_viewer_url_template],
+        help_text="Where “Open in viewer” goes, with {study_uid} (and optionally {series_uid}) "
+        "in it; empty: the viewer built into this portal.",
     )
     require_known_nodes = models.BooleanField(
         "accept DICOM only from listed nodes",

@@ -29,6 +29,7 @@ SETTINGS_FIELDS = (
     "duplicate_policy",
     "patient_mismatch_policy",
     "cors_origins",
+    "viewer_url_template",
     "require_known_nodes",
     "query_retrieve_from_any_node",
     "require_admin_2fa",

@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+import string
 import zoneinfo
 from functools import cache
 
@@ -141,3 +142,39 @@ def validate_modality(value: str) -> None:
             "CR, DX, MG, PT, NM, XA, OT…) or * for all modalities.",
             code="invalid",
         )
+
+
+VIEWER_PLACEHOLDERS = frozenset({"study_uid", "series_uid"})
+
+
+def validate_viewer_url_template(value: str) -> None:
+    """Another viewer's launch URL: http(s), with {study_uid} and at most {series_uid} in it."""
+    if not value:
+        return
+    example = "e.g. https://viewer.example.org/viewer?StudyInstanceUIDs={study_uid}"
+    match = _ORIGIN_RE.fullmatch(value)
+    if (
+        match is None
+        or match["scheme"].lower() not in {"http", "https"}
+        or any(c.isspace() for c in value)
+    ):
+        raise ValidationError(
+            f"Enter an http or https URL without spaces, {example}.", code="invalid"
+        )
+    try:
+        parts = [(name, spec or conv) for _, name, spec, conv in string.Formatter().parse(value)]
+    except ValueError:
+        raise ValidationError(
+            "Braces must enclose {study_uid} or {series_uid}; write a literal brace twice.",
+            code="braces",
+        ) from None
+    fields = {name for name, _ in parts if name is not None}
+    unknown = sorted(fields - VIEWER_PLACEHOLDERS)
+    if unknown or any(extra for name, extra in parts if name is not None):
+        raise ValidationError(
+            "Only {study_uid} and {series_uid} can be filled in; %(names)s cannot.",
+            code="placeholder",
+            params={"names": ", ".join(f"{{{n}}}" for n in unknown) or "a format or conversion"},
+        )
+    if "study_uid" not in fields:
+        raise ValidationError(f"The URL must contain {{study_uid}}, {example}.", code="study")

@@ -20,6 +20,7 @@ from configuration.models import RemoteNode, RetentionRule, SettingChange, Tenan
 from configuration.ohif import dicomweb_roots, ohif_config, ohif_config_json
 from configuration.validators import available_timezones
 from dicomnet.facts import connection_facts
+from studies.viewer.bundle import OHIF_VERSION
 
 PREVIEW_SALT = "configuration.retention-preview"
 # A dry run older than this is shown again before the rule is saved.
@@ -41,6 +42,7 @@ def _section_initial(row: TenantSettings, tenant: Any) -> dict[str, dict[str, An
             "require_admin_2fa": row.require_admin_2fa,
         },
         "cors": {"cors_origins": "\n".join(row.cors_origins)},
+        "viewer": {"viewer_url_template": row.viewer_url_template},
         "appearance": {"accent_colour": row.accent_colour, "timezone": row.timezone},
         "jobs": {field: getattr(row, field) for field in f.JobsForm.base_fields},
     }
@@ -77,6 +79,7 @@ class SettingsView(CapabilityRequiredMixin, TemplateView):
             dicom=connection_facts(tenant),
             timezones=sorted(available_timezones()),
             ohif_json=ohif_config_json(tenant, self.request),
+            viewer_version=OHIF_VERSION,
             ohif_dicomweb_root=dicomweb_roots(tenant, self.request)[0],
             **kwargs,
         )

@@ -22,6 +22,9 @@ PORTAL_BASE_DOMAIN = env("PORTAL_BASE_DOMAIN", default="localhost").lower()
 PORTAL_TENANT_ROUTING = env("PORTAL_TENANT_ROUTING", default="subdomain")
 PORTAL_TRUSTED_PROXIES = env.list("PORTAL_TRUSTED_PROXIES", default=[])
 PORTAL_STORAGE_ROOT = Path(env("PORTAL_STORAGE_ROOT", default=str(BASE_DIR / ".var" / "storage")))
+# The OHIF viewer's files (`python -m studies.viewer.bundle`, run by `make install`), served
+# below STATIC_URL + "viewer/"; each tenant's /viewer/ page and app-config.js come from Django.
+PORTAL_VIEWER_ROOT = Path(env("PORTAL_VIEWER_ROOT", default=str(BASE_DIR / ".var" / "viewer")))
 PORTAL_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
 # Of the gateway's 64 simultaneous associations: at most this many for one tenant, and for
 # one peer address, so one hospital's (or one address's) modalities cannot take every slot.
@@ -147,7 +150,7 @@ MIDDLEWARE = [
     "portal.health.HealthMiddleware",
     "portal.metrics.MetricsMiddleware",
     "portal.nul.RefuseNulMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.staticfiles.StaticFilesMiddleware",
     "portal.routing.TenantRoutingMiddleware",
     # After routing (the tenant's origins, prefix stripped), before anything that answers.
     "portal.cors.TenantCorsMiddleware",

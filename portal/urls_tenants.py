@@ -24,6 +24,7 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("api/v1/", include(api_v1)),
     path("dicom-web/", include("studies.dicomweb.urls")),
+    path("viewer/", include("studies.viewer.urls")),
     path(
         "api/schema/", SpectacularAPIView.as_view(urlconf="portal.urls_tenants"), name="api_schema"
     ),

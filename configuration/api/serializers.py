@@ -20,6 +20,7 @@ class SettingsOutput(serializers.Serializer):
     duplicate_policy = serializers.ChoiceField(choices=DuplicatePolicy.choices)
     patient_mismatch_policy = serializers.ChoiceField(choices=PatientMismatchPolicy.choices)
     cors_origins = serializers.ListField(child=serializers.CharField())
+    viewer_url_template = serializers.CharField()
     require_known_nodes = serializers.BooleanField()
     query_retrieve_from_any_node = serializers.BooleanField()
     require_admin_2fa = serializers.BooleanField()
@@ -45,6 +46,13 @@ class SettingsUpdateInput(serializers.Serializer):
     )
     cors_origins = serializers.ListField(
         child=serializers.CharField(trim_whitespace=False), required=False, allow_empty=True
+    )
+    viewer_url_template = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="Where “Open in viewer” goes, with {study_uid} (and optionally {series_uid}); "
+        "empty for the built-in viewer.",
     )
     require_known_nodes = serializers.BooleanField(required=False)
     query_retrieve_from_any_node = serializers.BooleanField(required=False)

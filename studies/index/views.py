@@ -23,6 +23,7 @@ from pydicom.uid import UID
 from accounts.permissions import Capability, CapabilityRequiredMixin
 from audit.services import audit_record
 from configuration.models import RemoteNode
+from configuration.selectors import tenant_settings
 from dicomnet.remote import remote_find
 from dicomnet.send import send_job_create
 from portal.pagination import ClampedPagesMixin
@@ -31,6 +32,7 @@ from studies.index.header import header_rows
 from studies.index.query import QueryError
 from studies.models import Instance, SendJob, Series, Study
 from studies.storage import StoragePathError, instance_path
+from studies.viewer.links import viewer_url
 
 
 class StudySearchForm(forms.Form):
@@ -154,8 +156,14 @@ class StudyDetailView(CapabilityRequiredMixin, StudyMixin, TemplateView):
                     item.thumbnail, item.thumbnail_error = made.thumbnail, made.thumbnail_error
             else:
                 services.thumbnail_queue_for_new_series([item.pk])
+        template = tenant_settings().viewer_url_template
+        uid = self.study.study_instance_uid
+        for item in series:
+            link = viewer_url(uid, item.series_instance_uid, template=template)
+            item.viewer_url = link  # type: ignore[attr-defined]
         return super().get_context_data(
             series_list=series,
+            viewer_url=viewer_url(uid, template=template),
             send_form=SendForm() if RemoteNode.objects.exists() else None,
             sends=SendJob.objects.filter(study_instance_uid=self.study.study_instance_uid)[:5],
             **kwargs,
@@ -195,7 +203,9 @@ class SeriesDetailView(CapabilityRequiredMixin, SeriesMixin, ClampedPagesMixin, 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         send_form = SendForm(initial={"series": self.series.series_instance_uid})
         return super().get_context_data(
-            send_form=send_form if RemoteNode.objects.exists() else None, **kwargs
+            send_form=send_form if RemoteNode.objects.exists() else None,
+            viewer_url=viewer_url(self.study.study_instance_uid, self.series.series_instance_uid),
+            **kwargs,
         )
 
     def get_queryset(self) -> Any:
