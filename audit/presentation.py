@@ -74,6 +74,11 @@ KINDS: dict[str, Kind] = {
         lambda r: f"send #{r.pk} to {r.destination}",
         lambda r: reverse("send_job", args=[r.pk]),
     ),
+    "retrievejob": Kind(
+        "studies.RetrieveJob",
+        lambda r: f"retrieval #{r.pk} from {r.source}",
+        lambda r: reverse("retrieve_job", args=[r.pk]),
+    ),
 }
 
 

@@ -79,3 +79,13 @@ def check_host(host: str) -> None:
         addresses = {host}
     if not all(address_allowed(address) for address in addresses):
         raise AddressRefused(host)
+
+
+def checked_address(host: str, port: int) -> tuple[str, str]:
+    """(address, "") to connect to, or ("", why not) in words for a job or a page."""
+    try:
+        return resolve(host, port), ""
+    except AddressRefused:
+        return "", f"{host} is refused by the platform's egress policy."
+    except (OSError, UnicodeError):
+        return "", f"{host} does not resolve."

@@ -36,6 +36,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from configuration.selectors import node_admission
 from configuration.services import node_seen
 from dicomnet import queryretrieve, receive, tls
+from dicomnet.presence import Presence
 from dicomnet.receive import ReceivedFile
 from dicomnet.status import status_dataset
 from portal.schemas import tenant_connection
@@ -419,6 +420,7 @@ class DicomGateway:
         self._pending: dict[socket.socket, str] = {}
         self._lock = threading.Lock()
         self.commits = GroupCommit()
+        self.presence: Presence | None = None
 
     @property
     def handlers(self) -> list[Any]:
@@ -430,6 +432,21 @@ class DicomGateway:
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_C_GET, self._on_get),
         ]
+
+    def association_counts(self) -> dict[str, int]:
+        """Open associations per tenant slug, now."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        counts: dict[str, int] = {}
+        for session in sessions:
+            counts[session.tenant.slug] = counts.get(session.tenant.slug, 0) + 1
+        return counts
+
+    def publish_presence(self, label: str = "") -> None:
+        """Tell the platform page, through Redis, that this process serves and what it holds."""
+        if self.presence is None:
+            self.presence = Presence(self.association_counts, label=label)
+            self.presence.start()
 
     def server(
         self,
@@ -473,6 +490,8 @@ class DicomGateway:
         s, then abort them."""
         for server in servers:
             server.shutdown()  # pynetdicom's shutdown closes the listening socket, too
+        if self.presence is not None:
+            self.presence.stop()
         with self._lock:
             open_associations = list(self._sessions)
         deadline = time.monotonic() + timeout

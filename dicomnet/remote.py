@@ -77,13 +77,8 @@ def remote_find(
         low = f"{date_from:%Y%m%d}" if date_from else ""
         high = f"{date_to:%Y%m%d}" if date_to else ""
         identifier.StudyDate = low if low == high else f"{low}-{high}"
-    try:
-        address = egress.resolve(node.host, node.port)
-    except egress.AddressRefused:
-        result.error = f"{node.host} is refused by the platform's egress policy."
-    except (OSError, UnicodeError):
-        result.error = f"{node.host} does not resolve."
-    else:
+    address, result.error = egress.checked_address(node.host, node.port)
+    if address:
         _ask(result, address, identifier, calling_ae_title(tenant))
     audit_record(
         action="node.find",

@@ -30,6 +30,7 @@ from dicomnet.queryretrieve import (
     read_instance,
     storage_contexts,
 )
+from dicomnet.scu_jobs import run_queued
 from portal.schemas import current_tenant
 from studies.models import Instance, SendJob, SendJobStatus, Series, Study
 
@@ -92,18 +93,7 @@ def _files(job: SendJob) -> list[InstanceFile]:
 
 def send_job_run(job_id: int) -> SendJob:
     """Do the sending of a queued job (the task). Safe to call twice: only a queued job runs."""
-    with transaction.atomic():
-        job = SendJob.objects.select_for_update().get(pk=job_id)
-        if job.status != SendJobStatus.QUEUED:
-            return job
-        job.status = SendJobStatus.RUNNING
-        job.save(update_fields=["status"])
-    try:
-        _send(job)
-    except Exception as error:  # the job must end, whatever happened
-        logger.exception("send job %s failed", job.pk)
-        _finish(job, error=f"{type(error).__name__}: {error}")
-    return job
+    return run_queued(SendJob, job_id, work=_send, finish=_finish)
 
 
 def _send(job: SendJob) -> None:
@@ -113,13 +103,9 @@ def _send(job: SendJob) -> None:
         return
     files = _files(job)
     job.total = len(files)
-    try:
-        address = egress.resolve(node.host, node.port)
-    except egress.AddressRefused:
-        _finish(job, error=f"{node.host} is refused by the platform's egress policy.")
-        return
-    except (OSError, UnicodeError):
-        _finish(job, error=f"{node.host} does not resolve.")
+    address, refused = egress.checked_address(node.host, node.port)
+    if refused:
+        _finish(job, error=refused)
         return
     ae = AE(ae_title=calling_ae_title(current_tenant()))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_SECONDS

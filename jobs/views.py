@@ -17,12 +17,26 @@ from jobs.models import JobRun, JobStatus
 from jobs.runs import job_run_retry
 from portal.pagination import ClampedPagesMixin
 from studies.maintenance.services import ingest_job_retry, retryable_items
-from studies.models import IngestItem, IngestJob, IngestJobStatus, SendJob, SendJobStatus
+from studies.models import (
+    IngestItem,
+    IngestJob,
+    IngestJobStatus,
+    RetrieveJob,
+    RetrieveJobStatus,
+    SendJob,
+    SendJobStatus,
+)
 
-KINDS = [("ingest", "Ingest jobs"), ("send", "Sends to nodes"), ("periodic", "Periodic runs")]
+KINDS = [
+    ("ingest", "Ingest jobs"),
+    ("send", "Sends to nodes"),
+    ("retrieve", "Retrievals from nodes"),
+    ("periodic", "Periodic runs"),
+]
 STATUSES = {
     "ingest": IngestJobStatus.choices,
     "send": SendJobStatus.choices,
+    "retrieve": RetrieveJobStatus.choices,
     "periodic": JobStatus.choices,
 }
 # Url names of the page of one ingest job, as the upload section may call it.
@@ -72,6 +86,9 @@ class JobListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
         if self.form.chosen_kind == "send":
             sends = SendJob.objects.select_related("created_by")
             return sends.filter(status=status) if status else sends
+        if self.form.chosen_kind == "retrieve":
+            pulls = RetrieveJob.objects.select_related("created_by")
+            return pulls.filter(status=status) if status else pulls
         jobs = IngestJob.objects.select_related("created_by").order_by("-created_at", "-id")
         # Retry is offered only where it can change something (not for refused content).
         jobs = jobs.annotate(

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
+from dicomnet.presence import gateway_presence
 from portal import health
 
 
@@ -17,6 +18,8 @@ class PlatformStatus:
     workers: list[str] = field(default_factory=list)
     workers_problem: str = ""
     heartbeat_age: float | None = None
+    gateways: list[Any] = field(default_factory=list)  # dicomnet.presence.GatewayProcess
+    associations: dict[str, int] = field(default_factory=dict)  # tenant slug -> open, all
 
     @property
     def ok(self) -> bool:
@@ -33,6 +36,10 @@ def platform_status(*, inspect_timeout: float = 1.0) -> PlatformStatus:
         raw = health.redis_client(settings.REDIS_URL).get(health.HEARTBEAT_KEY)
         if raw:
             status.heartbeat_age = max(0.0, time.time() - float(raw))
+        status.gateways = gateway_presence()
+        for process in status.gateways:
+            for slug, count in process.associations.items():
+                status.associations[slug] = status.associations.get(slug, 0) + count
     except Exception as error:  # the broker's check above already says why
         status.queues = dict.fromkeys(status.queues or ("default", "periodic"))
         status.workers_problem = f"broker not readable: {type(error).__name__}"

@@ -372,3 +372,57 @@ class SendJob(models.Model):
     @property
     def is_over(self) -> bool:
         return self.status in (SendJobStatus.DONE, SendJobStatus.FAILED)
+
+
+class RetrieveJobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Retrieving"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class RetrieveJob(models.Model):
+    """A study pulled from a remote node: C-MOVE as SCU, the node sending the study to this
+    archive's own AE title, where the gateway receives and ingests it like any C-STORE.
+
+    Run by a worker (dicomnet/retrieve.py); the counters are the node's sub-operation counts
+    as its C-MOVE responses give them.
+    """
+
+    node = models.ForeignKey(
+        "configuration.RemoteNode", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=300)  # "AE@host:port" when it was asked for
+    study_instance_uid = models.CharField(max_length=64)
+    description = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=16, choices=RetrieveJobStatus.choices, default=RetrieveJobStatus.QUEUED
+    )
+    total = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    warning = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"retrieve #{self.pk} from {self.source}"
+
+    @property
+    def processed(self) -> int:
+        return self.completed + self.warning + self.failed
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, self.processed * 100 // self.total)
+
+    @property
+    def is_over(self) -> bool:
+        return self.status in (RetrieveJobStatus.DONE, RetrieveJobStatus.FAILED)

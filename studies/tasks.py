@@ -80,6 +80,15 @@ def purge_quarantine(period: str) -> dict[str, Any] | None:
     return periodic_job("quarantine-purge", period, maintenance.quarantine_purge)
 
 
+@shared_task(base=TenantScopedTask, name="studies.retrieve_from_node")
+def retrieve_from_node(job_id: int) -> dict[str, int]:
+    """Pull a study from a remote node by C-MOVE to this archive (dicomnet/retrieve.py)."""
+    from dicomnet.retrieve import retrieve_job_run
+
+    job = retrieve_job_run(job_id)
+    return {"completed": job.completed, "failed": job.failed}
+
+
 @shared_task(base=TenantScopedTask, name="studies.send_to_node")
 def send_to_node(job_id: int) -> dict[str, int]:
     """Send a study or series to a remote node by C-STORE (dicomnet/send.py)."""

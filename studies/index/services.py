@@ -230,15 +230,31 @@ def study_download(
     *, study: Study, request: HttpRequest | None = None, actor: Any = None
 ) -> Iterator[bytes]:
     """Audit the download and return the zip's bytes as a stream; files are read lazily."""
-    entries = study_zip_entries(study=study)
+    return studies_download(studies=[study], request=request, actor=actor, folders=False)
+
+
+def studies_download(
+    *,
+    studies: list[Study],
+    request: HttpRequest | None = None,
+    actor: Any = None,
+    folders: bool = True,
+) -> Iterator[bytes]:
+    """One zip of several studies, a folder each (named by Study Instance UID); each study's
+    download audited as if it were downloaded alone."""
+    entries: list[tuple[str, Path]] = []
     with transaction.atomic():
-        audit_record(
-            action="study.download",
-            request=request,
-            actor=actor,
-            target=study,
-            details={"study_instance_uid": study.study_instance_uid, "instances": len(entries)},
-        )
+        for study in studies:
+            own = study_zip_entries(study=study)
+            prefix = f"{study.study_instance_uid}/" if folders else ""
+            entries += [(prefix + name, path) for name, path in own]
+            audit_record(
+                action="study.download",
+                request=request,
+                actor=actor,
+                target=study,
+                details={"study_instance_uid": study.study_instance_uid, "instances": len(own)},
+            )
     return zip_stream(entries)
 
 

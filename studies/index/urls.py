@@ -48,4 +48,6 @@ urlpatterns = [
     path("<uid:study_uid>/delete/", views.StudyDeleteView.as_view(), name="study_delete"),
     path("<uid:study_uid>/send/", views.StudySendView.as_view(), name="study_send"),
     path("sends/<int:pk>/", views.SendJobView.as_view(), name="send_job"),
+    path("remote/retrieve/", views.RetrieveView.as_view(), name="remote_retrieve"),
+    path("retrievals/<int:pk>/", views.RetrieveJobView.as_view(), name="retrieve_job"),
 ]

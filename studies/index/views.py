@@ -15,22 +15,26 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 from django.views.generic import ListView, TemplateView
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from accounts.permissions import Capability, CapabilityRequiredMixin
+from accounts.permissions import Capability, CapabilityRequiredMixin, has_capability
 from audit.services import audit_record
 from configuration.models import RemoteNode
 from configuration.selectors import tenant_settings
+from dicomnet.facts import connection_facts
 from dicomnet.remote import remote_find
+from dicomnet.retrieve import MAX_STUDIES, retrieve_job_create
 from dicomnet.send import send_job_create
 from portal.pagination import ClampedPagesMixin
+from studies.dicom import is_valid_uid
 from studies.index import selectors, services
 from studies.index.header import header_rows
 from studies.index.query import QueryError
-from studies.models import Instance, SendJob, Series, Study
+from studies.models import Instance, RetrieveJob, SendJob, Series, Study
 from studies.storage import StoragePathError, instance_path
 from studies.viewer.links import viewer_url
 
@@ -355,7 +359,9 @@ BULK_LIMIT = 200
 
 
 class BulkForm(forms.Form):
-    action = forms.ChoiceField(choices=[("send", "Send to a node"), ("delete", "Delete")])
+    action = forms.ChoiceField(
+        choices=[("download", "Download zip"), ("send", "Send to a node"), ("delete", "Delete")]
+    )
     node = forms.ModelChoiceField(
         queryset=RemoteNode.objects.order_by("ae_title", "host", "port"), required=False
     )
@@ -363,13 +369,17 @@ class BulkForm(forms.Form):
 
 
 class StudyBulkView(CapabilityRequiredMixin, View):
-    """POST: the studies ticked on the list, sent to a node (a job each) or deleted (after a
-    confirmation page that names them). At most BULK_LIMIT at once; only this tenant's."""
+    """POST: the studies ticked on the list, downloaded as one zip (a folder each), sent to a
+    node (a job each) or deleted (after a confirmation page that names them). At most
+    BULK_LIMIT at once; only this tenant's. Sending and deleting need studies.manage."""
 
-    capability = Capability.STUDIES_MANAGE
+    capability = Capability.STUDIES_VIEW
 
     def post(self, request: HttpRequest) -> HttpResponseBase:
         form = BulkForm(request.POST)
+        manages = has_capability(request.user, Capability.STUDIES_MANAGE)
+        if request.POST.get("action") != "download" and not manages:
+            return render(request, "errors/forbidden.html", status=403)
         uids = [uid for uid in request.POST.getlist("uids") if selectors.UID_PATTERN.match(uid)]
         studies = list(Study.objects.filter(study_instance_uid__in=uids[:BULK_LIMIT]))
         back = _safe_list_url(request.POST.get("next", ""))
@@ -379,6 +389,8 @@ class StudyBulkView(CapabilityRequiredMixin, View):
         if len(uids) > BULK_LIMIT:
             messages.error(request, f"At most {BULK_LIMIT} studies at once.")
             return redirect(back)
+        if form.cleaned_data["action"] == "download":
+            return self.download(request, studies)
         if form.cleaned_data["action"] == "send":
             return self.send(request, studies, form.cleaned_data["node"], back)
         if not form.cleaned_data["confirmed"]:
@@ -397,6 +409,14 @@ class StudyBulkView(CapabilityRequiredMixin, View):
             request, f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} deleted."
         )
         return redirect(back)
+
+    def download(self, request: HttpRequest, studies: list[Study]) -> HttpResponseBase:
+        stream = services.studies_download(studies=studies, request=request)
+        response = StreamingHttpResponse(stream, content_type="application/zip")
+        name = f"studies-{timezone.localdate():%Y%m%d}-{len(studies)}.zip"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["Cache-Control"] = "private, no-store"
+        return response
 
     def send(
         self, request: HttpRequest, studies: list[Study], node: RemoteNode | None, back: str
@@ -468,5 +488,80 @@ class RemoteQueryView(CapabilityRequiredMixin, TemplateView):
                 date_to=data["date_to"],
             )
         return super().get_context_data(
-            form=form, found=found, has_nodes=RemoteNode.objects.exists(), **kwargs
+            form=form,
+            found=found,
+            has_nodes=RemoteNode.objects.exists(),
+            tenant_ae=self.request.tenant.ae_title,  # type: ignore[attr-defined]
+            dicom=connection_facts(self.request.tenant),  # type: ignore[attr-defined]
+            max_studies=MAX_STUDIES,
+            **kwargs,
         )
+
+
+class RetrieveForm(forms.Form):
+    node = forms.ModelChoiceField(queryset=RemoteNode.objects.all())
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        asked = self.data.getlist("study") if hasattr(self.data, "getlist") else []
+        if not asked:
+            raise ValidationError("Tick the studies to retrieve.")
+        if len(asked) > MAX_STUDIES:
+            raise ValidationError(f"At most {MAX_STUDIES} studies at once.")
+        if not all(is_valid_uid(uid) for uid in asked):
+            raise ValidationError("That is not a Study Instance UID.")
+        data["studies"] = list(dict.fromkeys(asked))
+        return data
+
+
+class RetrieveView(CapabilityRequiredMixin, View):
+    """POST from the remote query page: one retrieval job per ticked study (C-MOVE)."""
+
+    capability = Capability.STUDIES_MANAGE
+
+    def post(self, request: HttpRequest) -> HttpResponseBase:
+        form = RetrieveForm(request.POST)
+        back = _safe_remote_url(request.POST.get("next", ""))
+        if not form.is_valid():
+            problems = (str(e) for errors in form.errors.values() for e in errors)
+            messages.error(request, " ".join(problems))
+            return redirect(back)
+        node = form.cleaned_data["node"]
+        jobs = []
+        try:
+            for uid in form.cleaned_data["studies"]:
+                label = str(request.POST.get(f"label-{uid}", ""))
+                jobs.append(
+                    retrieve_job_create(
+                        node=node, study_instance_uid=uid, description=label, request=request
+                    )
+                )
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+            return redirect(back)
+        if len(jobs) == 1:
+            return redirect("retrieve_job", jobs[0].pk)
+        messages.success(request, f"{len(jobs)} retrievals from {node.ae_title} queued.")
+        return redirect(f"{reverse('jobs')}?kind=retrieve")
+
+
+def _safe_remote_url(candidate: str) -> str:
+    base = reverse("remote_query")
+    return candidate if candidate.startswith(base) and "//" not in candidate else base
+
+
+class RetrieveJobView(CapabilityRequiredMixin, TemplateView):
+    """A retrieval's progress as the node reports it; htmx polls it alone."""
+
+    capability = Capability.STUDIES_VIEW
+    template_name = "studies/retrieve_job.html"
+
+    def get_template_names(self) -> list[str]:
+        if self.request.htmx:  # type: ignore[attr-defined]
+            return ["studies/partials/retrieve_progress.html"]
+        return [self.template_name]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        job = get_object_or_404(RetrieveJob.objects.select_related("created_by"), pk=kwargs["pk"])
+        arrived = Study.objects.filter(study_instance_uid=job.study_instance_uid).first()
+        return super().get_context_data(job=job, arrived=arrived, **kwargs)

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pydicom.filereader
@@ -853,21 +854,42 @@ def test_a_c_store_naming_no_instance_is_answered_at_once(
     assert (item.outcome, item.reason_code) == (ItemOutcome.REJECTED, "command-mismatch")
 
 
-def test_a_silent_association_is_aborted_after_the_idle_timeout(sites, settings) -> None:
-    a, _ = sites
-    settings.PORTAL_DICOM_IDLE_TIMEOUT = 1
-    gateway = DicomGateway(ae_title="IDLEGW")
+@contextlib.contextmanager
+def echo_association(title: str, site: Site) -> Iterator[tuple[DicomGateway, Any]]:
+    """A gateway of its own on a free port, and an association to `site` held open on it."""
+    gateway = DicomGateway(ae_title=title)
     port = _free_port()
     server = gateway.start("127.0.0.1", port)
     try:
         client = AE(ae_title=MODALITY)
         client.add_requested_context(Verification)
-        assoc = client.associate("127.0.0.1", port, ae_title=a.ae)
+        assoc = client.associate("127.0.0.1", port, ae_title=site.ae)
         assert assoc.is_established
+        yield gateway, assoc
+    finally:
+        gateway.stop(server, timeout=5)
+
+
+def test_a_silent_association_is_aborted_after_the_idle_timeout(sites, settings) -> None:
+    a, _ = sites
+    settings.PORTAL_DICOM_IDLE_TIMEOUT = 1
+    with echo_association("IDLEGW", a) as (_, assoc):
         deadline = time.monotonic() + 10
         while assoc.is_established and time.monotonic() < deadline:
             time.sleep(0.1)  # sends nothing, as a stalled modality would
         assert assoc.is_aborted
         assert time.monotonic() < deadline - 7  # within about the 1 s configured
-    finally:
-        gateway.stop(server, timeout=5)
+
+
+def test_open_associations_are_counted_per_tenant_for_the_platform_page(sites) -> None:
+    a, _ = sites
+    with echo_association("COUNTGW", a) as (gateway, assoc):
+        deadline = time.monotonic() + 5
+        while gateway.association_counts() != {a.tenant.slug: 1} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gateway.association_counts() == {a.tenant.slug: 1}
+        assoc.release()
+        deadline = time.monotonic() + 5
+        while gateway.association_counts() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gateway.association_counts() == {}

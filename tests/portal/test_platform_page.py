@@ -27,3 +27,20 @@ def test_only_the_super_admin_sees_it(make_user, alpha, alpha_admin_client):
         == 403
     )
     assert alpha_admin_client.get("/platform/").status_code == 404  # not a tenant page
+
+
+def test_the_gateway_processes_and_their_associations_per_tenant_are_shown(
+    superadmin_client, alpha
+):
+    from dicomnet.presence import Presence
+
+    presence = Presence(lambda: {"alpha": 2, "beta": 0}, label="page-test")
+    presence.publish()
+    try:
+        page = superadmin_client.get("/platform/").content.decode()
+        assert f"<code>{presence.name_in_redis}</code>" in page and "(2 open" in page
+        assert '<a href="/tenants/alpha/">alpha</a> 2' in page
+        assert ">beta</a>" not in page  # no open association: not listed
+    finally:
+        presence.stop()
+    assert presence.name_in_redis not in superadmin_client.get("/platform/").content.decode()

@@ -134,6 +134,7 @@ class Command(BaseCommand):
                     ssl_context=options["ssl_context"],
                 )
             )
+        gateway.publish_presence(label=str(options["port"]))
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())

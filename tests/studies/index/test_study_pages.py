@@ -320,6 +320,31 @@ def test_a_viewer_downloads_the_study_as_a_zip_of_its_files(client_as, alpha, st
         assert event.details["instances"] == 3
 
 
+def test_ticked_studies_download_as_one_zip_a_folder_each(client_as, alpha, beta, storage):
+    first, second, theirs = generate_uid(), generate_uid(), generate_uid()
+    store(alpha, dicom(StudyInstanceUID=first), dicom(StudyInstanceUID=first))
+    store(alpha, dicom(StudyInstanceUID=second))
+    store(beta, dicom(StudyInstanceUID=theirs))
+    response = client_as(Role.VIEWER).post(
+        "/studies/bulk/", {"action": "download", "uids": [first, second, theirs]}
+    )
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert response["Content-Disposition"].endswith('-2.zip"')
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    folders = sorted(name.split("/")[0] for name in archive.namelist())
+    assert folders == sorted([first, first, second])  # beta's study is not alpha's to give
+    for name in archive.namelist():
+        ds = pydicom.dcmread(io.BytesIO(archive.read(name)))
+        assert name == f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    with schema_context(alpha.schema_name):
+        audited = AuditEvent.objects.filter(action="study.download")
+        assert sorted(e.details["instances"] for e in audited) == [1, 2]
+    auditor = client_as(Role.AUDITOR)
+    assert (
+        auditor.post("/studies/bulk/", {"action": "download", "uids": [first]}).status_code == 403
+    )
+
+
 # -- delete -----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,96 @@
+"""Which gateway processes run and which tenants' associations they hold, for the platform.
+
+Each gateway process writes a snapshot to Redis every `INTERVAL` seconds (its host, pid,
+ports and open associations per tenant slug), kept for `TTL` seconds, so a process that died
+drops out within that time. The platform page reads every snapshot (`gateway_presence`).
+Redis being unreachable costs the gateway nothing but the snapshot: it never stops serving.
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from portal import health
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "portal:gateway:"
+INTERVAL = 5.0
+TTL = 15
+MAX_PROCESSES = 100  # read at most this many snapshots (a page, not a census)
+
+
+@dataclass(frozen=True)
+class GatewayProcess:
+    name: str
+    age: float  # seconds since its snapshot
+    associations: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.associations.values())
+
+
+class Presence(threading.Thread):
+    """Publishes `counts()` (tenant slug -> open associations) until `stop()`."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]], *, label: str = "") -> None:
+        super().__init__(name="gateway-presence", daemon=True)
+        self.counts = counts
+        self.name_in_redis = f"{socket.gethostname()}:{os.getpid()}{f':{label}' if label else ''}"
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            self.publish()
+            self._stopped.wait(INTERVAL)
+
+    def publish(self) -> None:
+        snapshot = {"at": time.time(), "associations": self.counts()}
+        try:
+            client = health.redis_client(settings.REDIS_URL)
+            client.set(KEY_PREFIX + self.name_in_redis, json.dumps(snapshot), ex=TTL)
+        except Exception as error:  # the platform page then shows fewer processes
+            logger.debug("gateway presence not published: %s", error)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        try:
+            health.redis_client(settings.REDIS_URL).delete(KEY_PREFIX + self.name_in_redis)
+        except Exception as error:
+            logger.debug("gateway presence not removed: %s", error)
+
+
+def gateway_presence() -> list[GatewayProcess]:
+    """The gateway processes seen within TTL seconds, each with its associations."""
+    client = health.redis_client(settings.REDIS_URL)
+    keys = []
+    for key in client.scan_iter(match=KEY_PREFIX + "*", count=100):
+        keys.append(key)
+        if len(keys) >= MAX_PROCESSES:
+            break
+    now = time.time()
+    found = []
+    for key, raw in zip(keys, client.mget(keys) if keys else [], strict=True):
+        if raw is None:  # expired between the scan and the read
+            continue
+        try:
+            snapshot = json.loads(raw)
+            counts = {
+                str(slug): int(n)
+                for slug, n in dict(snapshot["associations"]).items()
+                if isinstance(n, int) and n > 0
+            }
+            age = max(0.0, now - float(snapshot["at"]))
+        except (TypeError, ValueError, KeyError):
+            continue
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        found.append(GatewayProcess(name.removeprefix(KEY_PREFIX), age, counts))
+    return sorted(found, key=lambda p: p.name)
