@@ -325,7 +325,41 @@ class SendJobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class SendJob(models.Model):
+class NodeJob(models.Model):
+    """What the jobs with one of the tenant's remote nodes share: the node, who asked and when,
+    how it ended. Subclasses count `total` and define `processed`."""
+
+    node = models.ForeignKey(
+        "configuration.RemoteNode", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    status: str
+    total: int
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def processed(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, self.processed * 100 // self.total)
+
+    @property
+    def is_over(self) -> bool:
+        return self.status in ("done", "failed")
+
+
+class SendJob(NodeJob):
     """A study, or one of its series, sent to a remote node by C-STORE (the archive as SCU).
 
     Run by a worker (dicomnet/send.py); the page follows its counters. Failures keep the SOP
@@ -334,9 +368,6 @@ class SendJob(models.Model):
 
     MAX_FAILURES = 1000
 
-    node = models.ForeignKey(
-        "configuration.RemoteNode", null=True, on_delete=models.SET_NULL, related_name="+"
-    )
     destination = models.CharField(max_length=300)  # "AE@host:port" when it was asked for
     study_instance_uid = models.CharField(max_length=64)
     series_instance_uid = models.CharField(max_length=64, blank=True)
@@ -348,15 +379,9 @@ class SendJob(models.Model):
     sent = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     failures = models.JSONField(default=list, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(NodeJob.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"send #{self.pk} to {self.destination}"
@@ -364,14 +389,6 @@ class SendJob(models.Model):
     @property
     def processed(self) -> int:
         return self.sent + self.failed
-
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else min(100, self.processed * 100 // self.total)
-
-    @property
-    def is_over(self) -> bool:
-        return self.status in (SendJobStatus.DONE, SendJobStatus.FAILED)
 
 
 class RetrieveJobStatus(models.TextChoices):
@@ -381,7 +398,7 @@ class RetrieveJobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class RetrieveJob(models.Model):
+class RetrieveJob(NodeJob):
     """A study pulled from a remote node: C-MOVE as SCU, the node sending the study to this
     archive's own AE title, where the gateway receives and ingests it like any C-STORE.
 
@@ -389,9 +406,6 @@ class RetrieveJob(models.Model):
     as its C-MOVE responses give them.
     """
 
-    node = models.ForeignKey(
-        "configuration.RemoteNode", null=True, on_delete=models.SET_NULL, related_name="+"
-    )
     source = models.CharField(max_length=300)  # "AE@host:port" when it was asked for
     study_instance_uid = models.CharField(max_length=64)
     description = models.CharField(max_length=200, blank=True)
@@ -402,15 +416,9 @@ class RetrieveJob(models.Model):
     completed = models.PositiveIntegerField(default=0)
     warning = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(NodeJob.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"retrieve #{self.pk} from {self.source}"
@@ -418,11 +426,3 @@ class RetrieveJob(models.Model):
     @property
     def processed(self) -> int:
         return self.completed + self.warning + self.failed
-
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else min(100, self.processed * 100 // self.total)
-
-    @property
-    def is_over(self) -> bool:
-        return self.status in (RetrieveJobStatus.DONE, RetrieveJobStatus.FAILED)
