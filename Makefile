@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EMBEDDED := $(PY) -m portal.embedded
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-fast lint bench bench-dicomweb bench-ingest bench-refusals clean
+.PHONY: help install run test test-fast lint bench bench-dicomweb bench-fleet bench-ingest bench-refusals clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,6 +47,9 @@ bench-dicomweb: install  ## DICOMweb QIDO/WADO benchmark at 100k studies, agains
 
 bench-ingest: install  ## Ingest benchmark, portal vs Orthanc per channel (BENCHMARKS.md; BENCH_ARGS=--help).
 	$(EMBEDDED) --var .var/bench -- $(PY) bench/ingest.py $(BENCH_ARGS)
+
+bench-fleet: install  ## Platform paths at 10, 100 and 1,000 tenants (BENCHMARKS.md; BENCH_ARGS=--help).
+	$(EMBEDDED) --var .var/bench -- $(PY) bench/fleet.py $(BENCH_ARGS)
 
 bench-refusals: install  ## Time to answer hostile C-STOREs, association included, vs Orthanc (BENCHMARKS.md).
 	$(EMBEDDED) --var .var/bench -- $(PY) bench/refusals.py $(BENCH_ARGS)

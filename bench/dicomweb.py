@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from support import cpu_and_memory, descendants, free_port, orthanc_config, service
+from support import (
+    cpu_and_memory,
+    descendants,
+    free_port,
+    orthanc_config,
+    service,
+    setup_django,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # `python bench/dicomweb.py` puts bench/ first on sys.path, where bench/tenants.py would
@@ -288,18 +295,6 @@ def consistency_errors(tenant: Any) -> int:
 
 
 # -- environment and processes ----------------------------------------------------------------
-
-
-def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ.setdefault("DEBUG", "true")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["PORTAL_BASE_DOMAIN"] = "localhost"
-    os.environ["PORTAL_STORAGE_ROOT"] = str(VAR / "storage")
-    (VAR / "storage").mkdir(parents=True, exist_ok=True)
-    import django
-
-    django.setup()
 
 
 def rss_mib(pid: int) -> dict[str, dict[str, float]]:
@@ -1041,7 +1036,7 @@ def cleanup_kept() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_django()
+    setup_django(VAR / "storage")
 
     import io
 

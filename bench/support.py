@@ -210,3 +210,16 @@ def orthanc_dicomweb_plugin() -> str:
     plugins = [p for p in listing if p.endswith(".so") and "/plugins/" in p]
     found = plugins or [p for p in listing if ".so" in p.rsplit("/", 1)[-1]]
     return found[0] if found else ORTHANC_DICOMWEB_FALLBACK
+
+
+def setup_django(storage_root: Path) -> None:
+    """Django for a bench process: the portal's settings, bench tenants below `storage_root`."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ.setdefault("DEBUG", "true")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ["PORTAL_BASE_DOMAIN"] = "localhost"
+    os.environ["PORTAL_STORAGE_ROOT"] = str(storage_root)
+    storage_root.mkdir(parents=True, exist_ok=True)
+    import django
+
+    django.setup()

@@ -39,6 +39,7 @@ from dicomnet import queryretrieve, receive, tls
 from dicomnet.presence import Presence
 from dicomnet.receive import ReceivedFile
 from dicomnet.status import status_dataset
+from portal.dbbudget import recycle_over_budget
 from portal.schemas import tenant_connection
 from studies.dicom import DicomParseError, ParsedInstance, parse_file
 from studies.ingest import (
@@ -561,6 +562,7 @@ class DicomGateway:
                 with self._lock:
                     self._sessions.pop(assoc, None)
                 self.connection_settled(connection)
+                recycle_over_budget()
                 connections.close_all()
 
     def _finish(self, session: Session) -> None:

@@ -32,6 +32,12 @@ app.conf.beat_schedule = {
         "task": "tenants.meter_usage",
         "schedule": crontab(minute=40),
     },
+    # The fleet page's, /health/ready's and /metrics' figures (tenants/figures.py).
+    "fleet-figures": {
+        "task": "tenants.refresh_fleet_figures",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "purge-deleted-tenants": {
         "task": "tenants.purge_deleted_tenants",
         "schedule": crontab(minute=17),

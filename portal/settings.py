@@ -238,11 +238,15 @@ PORTAL_DATABASE_OWNER = (
 )
 # Who the processes log in as, kept apart: a migration swaps the connection's credentials.
 PORTAL_DATABASE_APP_ROLE = {key: DATABASES["default"].get(key, "") for key in ("USER", "PASSWORD")}
-DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+# django-tenants' backend, counting the schemas each connection entered (portal/db/base.py).
+DATABASES["default"]["ENGINE"] = "portal.db"
 # `SET search_path` once per schema switch, not before every query (ingest runs dozens of
 # statements per batch). Safe with django-tenants >= 4.0.1, which forgets the cached path
 # on rollback, savepoint rollback and close (tests/portal/test_search_path.py proves it).
 TENANT_LIMIT_SET_CALLS = True
+# A connection that entered more tenant schemas than this is closed after its request, task
+# or association (portal/dbbudget.py): PostgreSQL caches every relation a backend touched.
+PORTAL_DB_SCHEMAS_PER_CONNECTION = env.int("PORTAL_DB_SCHEMAS_PER_CONNECTION", default=100)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 # Connecting gives up after 10 s (libpq's connect_timeout; DATABASE_URL's ?connect_timeout= wins).
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)

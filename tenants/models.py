@@ -197,3 +197,37 @@ class SelftestRun(models.Model):
     @property
     def in_progress(self) -> bool:
         return self.status in {SelftestStatus.QUEUED, SelftestStatus.RUNNING}
+
+
+class FleetFigures(models.Model):
+    """A tenant's figures as the fleet pass last measured them (tenants/figures.py): what the
+    fleet page filters and sorts by, what /health/ready and /metrics read, from one query
+    however many tenants there are. Never counted per request."""
+
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, primary_key=True, related_name="fleet_figures"
+    )
+    users = models.PositiveIntegerField(default=0)
+    media = models.PositiveIntegerField(default=0)
+    used_bytes = models.BigIntegerField(default=0)
+    capacity_bytes = models.BigIntegerField(default=0)
+    media_above_watermark = models.PositiveIntegerField(default=0)
+    failed_jobs = models.PositiveIntegerField(default=0)
+    # Each medium as read: name, kind, status, root, used and capacity bytes, watermark.
+    media_detail = models.JSONField(default=list, blank=True)
+    missing_migrations = models.PositiveIntegerField(default=0)
+    migrations_note = models.CharField(max_length=300, blank=True)
+    # Which migrations on disk the count was made against; another value means "not known".
+    migrations_digest = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=200, blank=True)  # the schema could not be read
+    measured_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["measured_at"])]
+
+    def __str__(self) -> str:
+        return f"figures of {self.tenant_id} at {self.measured_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def over_quota(self) -> bool:
+        return self.used_bytes > self.tenant.quota_bytes

@@ -14,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -241,6 +241,7 @@ def tenant_create(
             shutil.rmtree(root, ignore_errors=True)
         raise
     logger.info("tenant %s created by %s (%s)", slug, created_by, method)
+    _figures_of(tenant)
     return TenantCreation(
         tenant=tenant,
         admin=admin,
@@ -354,7 +355,20 @@ def _transition(tenant: Tenant, action: str, actor: str, **details: object) -> T
         locked.save()
         _record(locked, action, actor, from_status=from_status, **details)
     tenant.refresh_from_db()
+    _figures_of(tenant)
     return tenant
+
+
+def _figures_of(tenant: Tenant) -> None:
+    """The fleet's row of `tenant`, measured again after a change (tenants/figures.py); the
+    periodic pass catches up if this fails."""
+    from tenants.figures import figures_refresh_tenant
+
+    try:
+        with transaction.atomic():
+            figures_refresh_tenant(tenant)
+    except DatabaseError:
+        logger.exception("fleet figures of %s not refreshed", tenant.slug)
 
 
 def tenant_suspend(*, tenant: Tenant, actor: str, reason: str = "") -> Tenant:

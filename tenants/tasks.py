@@ -27,6 +27,14 @@ def purge_deleted_tenants(period: str | None = None) -> dict[str, int] | None:
         return dict(counts)
 
 
+@shared_task(base=PlatformTask, name="tenants.refresh_fleet_figures")
+def refresh_fleet_figures() -> int:
+    """Every minute: the figures of the tenants measured longest ago, within a time budget."""
+    from tenants.figures import figures_refresh
+
+    return figures_refresh()
+
+
 @shared_task(base=PlatformTask, name="tenants.meter_usage")
 def meter_usage(period: str | None = None) -> dict[str, int] | None:
     """Hourly: today's running usage record of every metered tenant, and yesterday's final one.

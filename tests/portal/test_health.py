@@ -17,6 +17,7 @@ from django_tenants.utils import quote_schema_name, schema_context
 from portal import health
 from portal.embedded import embedded_redis
 from studies.models import MediumStatus, StorageMedium
+from tenants.figures import figures_refresh
 from tests.conftest import test_database_url
 from tests.studies.conftest import storage  # noqa: F401  (the fixture: files cleaned up)
 
@@ -38,6 +39,13 @@ def heartbeat() -> Iterator[None]:
     health.singleton_heartbeat()
     yield
     health.redis_client(settings.REDIS_URL).delete(health.HEARTBEAT_KEY)
+
+
+def measured(*tenants: Any) -> None:
+    """What the fleet pass does every minute: the tenants' figures, probes included, anew."""
+    health._probes.clear()
+    figures_refresh(tenants=list(tenants))
+    health._probes.clear()
 
 
 def ready(host: str = "10.0.0.5:8000", **extra: str) -> tuple[int, dict[str, dict]]:
@@ -102,6 +110,7 @@ def test_ready_names_the_tenant_and_medium_that_cannot_be_written(alpha, heartbe
     blocker.write_text("")
     with schema_context(alpha.schema_name):
         StorageMedium.objects.filter(name="default").update(root=str(blocker))
+    measured(alpha)
     response = Client(HTTP_HOST="nonsense").get("/health/ready")
     assert response.status_code == 503
     checks = {check["name"]: check for check in response.json()["checks"]}
@@ -113,11 +122,13 @@ def test_ready_names_the_tenant_and_medium_that_cannot_be_written(alpha, heartbe
     # A missing directory fails too; a medium taken offline is not expected to take writes.
     with schema_context(alpha.schema_name):
         StorageMedium.objects.filter(name="default").update(root=str(tmp_path / "gone"))
+    measured(alpha)
     status, checks = ready()
     assert checks["media"]["reason"] == "alpha / default: not writable (FileNotFoundError ENOENT)"
     with schema_context(alpha.schema_name):
         StorageMedium.objects.filter(name="default").update(status=MediumStatus.OFFLINE)
     health._probes.clear()
+    measured(alpha)
     status, checks = ready()
     assert status == 200, checks
 
@@ -174,6 +185,7 @@ def test_the_heartbeat_is_scheduled_every_minute_and_written_under_a_fixed_key(d
 def test_anyone_else_sees_which_check_fails_but_not_why(alpha, heartbeat, tmp_path):
     with schema_context(alpha.schema_name):
         StorageMedium.objects.filter(name="default").update(root=str(tmp_path / "gone"))
+    measured(alpha)
     names = ["database", "broker", "media", "singleton"]
     for extra in (
         {"REMOTE_ADDR": OUTSIDE},
@@ -300,21 +312,13 @@ def run_while_locked(tenant: Any, function: Callable[[], Any], limit: float) -> 
 
 
 @override_settings(PORTAL_HEALTH_TIMEOUT=1.0)
-def test_a_locked_media_table_fails_the_check_within_the_timeout(alpha):
+def test_a_locked_media_table_does_not_delay_readiness(alpha):
+    """Readiness reads the fleet figures, not the tenants' tables: a tenant whose table is
+    locked (a long migration, a stuck transaction) holds up nothing."""
     outcome = run_while_locked(
         alpha, lambda: Client(HTTP_HOST="nonsense").get("/health/ready"), limit=3.0
     )
-    response = outcome["value"]
-    assert response.status_code == 503
-    assert outcome["seconds"] < 1.0 + 1.0, outcome["seconds"]
-    checks = {check["name"]: check for check in response.json()["checks"]}
+    assert outcome["seconds"] < 1.0, outcome["seconds"]
+    checks = {check["name"]: check for check in outcome["value"].json()["checks"]}
     assert checks["database"]["ok"] is True
-    assert checks["media"]["ok"] is False
-    reasons = checks["media"]["reason"].split("; ")
-    # lock_timeout or statement_timeout, whichever strikes first
-    assert reasons[0] in {
-        "alpha: media unreadable (LockNotAvailable)",
-        "alpha: media unreadable (QueryCanceled)",
-    }, reasons
-    # The time is used up: the tenants after alpha are not read, and say so.
-    assert "beta: media unreadable (not read in time)" in reasons, reasons
+    assert "media unreadable" not in checks["media"].get("reason", "")

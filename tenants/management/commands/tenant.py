@@ -10,6 +10,7 @@ from django_tenants.utils import tenant_context
 
 from audit.chain import audit_seal, audit_verify
 from tenants import backup, selectors, services
+from tenants.figures import figures_refresh
 from tenants.links import tenant_base_url
 from tenants.models import Tenant, TenantStatus
 from tenants.selftest import tenant_selftest
@@ -294,30 +295,39 @@ class Command(BaseCommand):
             self.stdout.write(f"expires:              {creation.expires_at:%Y-%m-%d %H:%M %Z}")
 
     def _list(self, options: dict) -> None:
-        rows = selectors.fleet(include_purged=options["include_purged"])
+        figures_refresh(time_budget=None)  # the due ones: what is listed is current
+        rows = []
+        for tenant in selectors.fleet(include_purged=options["include_purged"]):
+            figures = getattr(tenant, "fleet_figures", None)
+            if tenant.status == "purged" or figures is None or figures.error:
+                note = "purged" if tenant.status == "purged" else "not readable"
+                rows.append((tenant, None, None, figures.error if figures else note))
+                continue
+            migrations = figures.migrations_note if figures.missing_migrations else "up to date"
+            rows.append((tenant, figures.users, figures.used_bytes, migrations))
         if options["json"]:
-            for row in rows:
+            for tenant, users, used, migrations in rows:
                 self.stdout.write(
                     json.dumps(
                         {
-                            "slug": row.tenant.slug,
-                            "name": row.tenant.name,
-                            "status": row.tenant.status,
-                            "schema": row.tenant.schema_name,
-                            "users": row.figures.users,
-                            "used_bytes": row.figures.used_bytes,
-                            "migrations": row.migrations.describe(),
+                            "slug": tenant.slug,
+                            "name": tenant.name,
+                            "status": tenant.status,
+                            "schema": tenant.schema_name,
+                            "users": users,
+                            "used_bytes": used,
+                            "migrations": migrations,
                         }
                     )
                 )
             return
         self.stdout.write(f"{'SLUG':<20} {'STATUS':<12} {'USERS':>5} {'USED':>14}  MIGRATIONS")
-        for row in rows:
+        for tenant, users, used, migrations in rows:
             self.stdout.write(
-                f"{row.tenant.slug:<20} {row.tenant.status:<12} "
-                f"{row.figures.users if row.figures.users is not None else '?':>5} "
-                f"{row.figures.used_bytes if row.figures.used_bytes is not None else '?':>14}"
-                f"  {row.migrations.describe()}"
+                f"{tenant.slug:<20} {tenant.status:<12} "
+                f"{users if users is not None else '?':>5} "
+                f"{used if used is not None else '?':>14}"
+                f"  {migrations}"
             )
 
     def _show(self, tenant: Tenant) -> None:

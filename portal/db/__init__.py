@@ -1,0 +1,1 @@
+"""The portal's database backend: django-tenants' with a budget of schemas per connection."""
