@@ -215,3 +215,42 @@ def test_what_may_be_asked(sites, settings) -> None:
         # Run a second time (a redelivered task), an ended job stays as it ended.
         assert retrieve_job_run(job.pk).status == RetrieveJobStatus.FAILED
     connection.set_schema_to_public()
+
+
+def test_a_study_is_pulled_from_another_tenant_of_this_gateway(
+    sites,
+    gateway_port,  # noqa: F811 (the fixture)
+    settings,
+    tmp_path,
+) -> None:
+    """Tenant B's archive as tenant A's remote node: A queries and pulls a study of B's
+    through the gateway (B's C-MOVE SCP stores into A's AE title), and only that study."""
+    settings.PORTAL_DICOM_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    a, b = sites
+    study = generate_uid()
+    for n in range(2):
+        path = tmp_path / f"b{n}.dcm"
+        path.write_bytes(dicom(StudyInstanceUID=study, PatientName="PULLED^FROMB"))
+        assert storescu(gateway_port, b.ae, path).returncode == 0
+    with schema_context(a.tenant.schema_name):
+        node_b = RemoteNode.objects.create(ae_title=b.ae, host="127.0.0.1", port=gateway_port)
+    with schema_context(b.tenant.schema_name):
+        # B answers A's queries and may move to A's title: A is one of its remote nodes.
+        RemoteNode.objects.create(ae_title=a.ae, host="127.0.0.1", port=gateway_port)
+    client = admin_client(a)
+    found = client.get("/studies/remote/", {"node": node_b.pk, "patient_name": "PULLED*"})
+    assert f'name="study" value="{study}"' in found.content.decode()
+    client.post("/studies/remote/retrieve/", {"node": node_b.pk, "study": [study]})
+    with schema_context(a.tenant.schema_name):
+        job = retrieve_job_run(RetrieveJob.objects.get(study_instance_uid=study).pk)
+        assert (job.status, job.completed, job.failed) == (RetrieveJobStatus.DONE, 2, 0), job.error
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pulled = Study.objects.filter(study_instance_uid=study).first()
+            if pulled is not None and pulled.num_instances == 2:
+                break
+            time.sleep(0.1)
+        assert pulled is not None and pulled.num_instances == 2
+    with schema_context(b.tenant.schema_name):
+        assert Study.objects.get(study_instance_uid=study).num_instances == 2  # B keeps its own
+    connection.set_schema_to_public()
