@@ -54,6 +54,7 @@ from studies.ingest import (
 from studies.ingest.outcomes import Refusal as IngestRefusal
 from studies.ingest.outcomes import StoreStatus, store_status
 from studies.models import IngestItem, IngestJob, IngestSource, ItemOutcome
+from tenants.figures import schema_behind
 from tenants.models import Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
@@ -624,6 +625,9 @@ class DicomGateway:
             ]
         with self._lock:
             full = self._over_limits(tenant, address)
+        if not full and schema_behind(tenant):
+            full = f"tenant {tenant.slug} is being upgraded"
+        with self._lock:
             if not full:
                 self._sessions[assoc] = Session(
                     tenant=tenant, calling_ae=calling_ae, address=address

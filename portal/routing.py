@@ -133,6 +133,12 @@ def _usable_tenant(selection: Selection) -> Tenant | SelectionError:
         return SelectionError(403, "This tenant is suspended.", tenant)
     if tenant.status != TenantStatus.ACTIVE:
         return SelectionError(503, "This tenant is being set up; try again soon.", tenant)
+    from tenants.figures import schema_behind
+
+    if schema_behind(tenant):
+        return SelectionError(
+            503, "This archive is being upgraded; it is back in a minute or two.", tenant
+        )
     return tenant
 
 
@@ -145,7 +151,12 @@ def _error_page(
         400: "errors/bad_request.html",
         503: "errors/tenant_unavailable.html",
     }[status]
-    return render(request, template, {"reason": reason, "blocked_tenant": tenant}, status=status)
+    response = render(
+        request, template, {"reason": reason, "blocked_tenant": tenant}, status=status
+    )
+    if status == 503:
+        response["Retry-After"] = "30"
+    return response
 
 
 def _forget_untrusted_scheme(request: HttpRequest) -> None:

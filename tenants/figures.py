@@ -178,3 +178,36 @@ def figures_refresh_tenant(tenant: Tenant) -> None:
     with time_limited_reads(FIGURES_TENANT_SECONDS):
         figures = measure(tenant)
     _save([figures])
+
+
+# -- the upgrade gate ---------------------------------------------------------------------
+
+GATE_SECONDS = 5.0
+_gate: dict[str, tuple[float, bool]] = {}
+
+
+def schema_behind(tenant: Tenant) -> bool:
+    """Whether the tenant's schema lacks migrations this code has (an upgrade under way):
+    its site answers 503 and the gateway a transient rejection until `migrate_portal` has
+    reached it, instead of failing on a missing column. From the fleet figures when they
+    were counted against this code's migrations, else from the schema itself; remembered
+    per process for GATE_SECONDS."""
+    now = time.monotonic()
+    known = _gate.get(tenant.schema_name)
+    if known is not None and now - known[0] < GATE_SECONDS:
+        return known[1]
+    row = (
+        FleetFigures.objects.filter(tenant_id=tenant.pk)
+        .values_list("missing_migrations", "migrations_digest", "error")
+        .first()
+    )
+    if row is not None and row[1] == migrations_digest() and not row[2]:
+        behind = row[0] > 0
+    else:
+        try:
+            with transaction.atomic():
+                behind = bool(provisioning.migration_state(tenant.schema_name).missing)
+        except DatabaseError:
+            behind = False  # an unreadable schema fails on its own, with its own error
+    _gate[tenant.schema_name] = (now, behind)
+    return behind

@@ -893,3 +893,20 @@ def test_open_associations_are_counted_per_tenant_for_the_platform_page(sites) -
         while gateway.association_counts() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert gateway.association_counts() == {}
+
+
+def test_a_tenant_being_upgraded_is_rejected_for_now(sites, gateway_port, monkeypatch) -> None:
+    """The gateway asks the upgrade gate (tenants/figures.py): a transient rejection, so the
+    modality retries later; the other tenant is served."""
+    from dicomnet import gateway as gateway_module
+
+    a, b = sites
+    monkeypatch.setattr(gateway_module, "schema_behind", lambda tenant: tenant.pk == b.tenant.pk)
+    ae = AE(ae_title=MODALITY)
+    ae.add_requested_context(Verification)
+    refused = ae.associate("127.0.0.1", gateway_port, ae_title=b.ae)
+    assert refused.is_rejected
+    assert refused.acceptor.primitive.result == 0x02  # rejected-transient
+    served = ae.associate("127.0.0.1", gateway_port, ae_title=a.ae)
+    assert served.is_established
+    served.release()
