@@ -1,5 +1,6 @@
 """List pages that forgive a stale or mistyped `?page=`: the nearest page, never a 404."""
 
+from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Page, Paginator
@@ -21,3 +22,19 @@ class ClampedPagesMixin:
         )
         page = paginator.get_page(self.request.GET.get(self.page_kwarg))
         return paginator, page, page.object_list, page.has_other_pages()
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most `count_cap` + 1 rows (`SELECT count(*)` over a LIMIT), so a search
+    matching half the archive costs what one matching a thousand studies does; the page
+    then says "more than 1,000" and pages up to there (narrow the search for the rest)."""
+
+    count_cap = 1000
+
+    @cached_property
+    def count(self) -> int:
+        return int(self.object_list[: self.count_cap + 1].count())
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.count_cap

@@ -29,7 +29,7 @@ from dicomnet.facts import connection_facts
 from dicomnet.remote import remote_find
 from dicomnet.retrieve import MAX_STUDIES, retrieve_job_create
 from dicomnet.send import send_job_create
-from portal.pagination import ClampedPagesMixin
+from portal.pagination import CappedCountPaginator, ClampedPagesMixin
 from studies.dicom import is_valid_uid
 from studies.index import selectors, services
 from studies.index.header import header_rows
@@ -80,6 +80,7 @@ class StudyListView(CapabilityRequiredMixin, ClampedPagesMixin, ListView):
     template_name = "studies/study_list.html"
     context_object_name = "studies"
     paginate_by = 50
+    paginator_class = CappedCountPaginator
 
     def get_queryset(self) -> Any:
         self.form = StudySearchForm(self.request.GET or None)

@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 
 from accounts.models import Role
 from audit.models import AuditEvent
+from portal.pagination import CappedCountPaginator
 from studies.ingest import ingest_item_stage, ingest_job_create, ingest_job_submit
 from studies.models import Instance, Patient, Series, StorageMedium, Study
 from studies.storage import instance_path
@@ -195,6 +196,13 @@ def test_the_list_pages_by_fifty_with_a_constant_number_of_queries(
         response = client.get("/studies/?sort=patient_name")
     assert len(response.context["studies"]) == 50
     assert response.context["paginator"].count == 61
+    # Past the cap the count stops: "more than N", and the pages go up to there.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CappedCountPaginator, "count_cap", 55)
+        capped = client.get("/studies/?page=2")
+        assert capped.context["paginator"].count == 56 and capped.context["paginator"].capped
+    assert "more than 55 in all" in capped.content.decode()
+    assert len(capped.context["studies"]) == 6
 
 
 def test_a_rejected_search_lists_nothing_and_odd_pages_show_the_nearest(client_as, alpha, storage):
