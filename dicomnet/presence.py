@@ -1,9 +1,11 @@
-"""Which gateway processes run and which tenants' associations they hold, for the platform.
+"""Which gateway and worker processes run, for the platform page, without asking them.
 
 Each gateway process writes a snapshot to Redis every `INTERVAL` seconds (its host, pid,
-ports and open associations per tenant slug), kept for `TTL` seconds, so a process that died
-drops out within that time. The platform page reads every snapshot (`gateway_presence`).
-Redis being unreachable costs the gateway nothing but the snapshot: it never stops serving.
+port and open associations per tenant slug), kept for `TTL` seconds, so a process that died
+drops out within that time; each Celery worker does the same (without counts). The platform
+page reads the snapshots (`gateway_presence`, `worker_presence`) instead of pinging the
+workers, which always waited its whole timeout. Redis being unreachable costs a process
+nothing but its snapshot: it never stops serving.
 """
 
 import json
@@ -22,6 +24,7 @@ from portal import health
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "portal:gateway:"
+WORKER_PREFIX = "portal:worker:"
 INTERVAL = 5.0
 TTL = 15
 MAX_PROCESSES = 100  # read at most this many snapshots (a page, not a census)
@@ -41,10 +44,19 @@ class GatewayProcess:
 class Presence(threading.Thread):
     """Publishes `counts()` (tenant slug -> open associations) until `stop()`."""
 
-    def __init__(self, counts: Callable[[], dict[str, int]], *, label: str = "") -> None:
-        super().__init__(name="gateway-presence", daemon=True)
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, int]],
+        *,
+        label: str = "",
+        prefix: str = KEY_PREFIX,
+        name: str = "",
+    ) -> None:
+        super().__init__(name="presence", daemon=True)
         self.counts = counts
-        self.name_in_redis = f"{socket.gethostname()}:{os.getpid()}{f':{label}' if label else ''}"
+        self.prefix = prefix
+        default = f"{socket.gethostname()}:{os.getpid()}{f':{label}' if label else ''}"
+        self.name_in_redis = name or default
         self._stopped = threading.Event()
 
     def run(self) -> None:
@@ -56,23 +68,32 @@ class Presence(threading.Thread):
         snapshot = {"at": time.time(), "associations": self.counts()}
         try:
             client = health.redis_client(settings.REDIS_URL)
-            client.set(KEY_PREFIX + self.name_in_redis, json.dumps(snapshot), ex=TTL)
+            client.set(self.prefix + self.name_in_redis, json.dumps(snapshot), ex=TTL)
         except Exception as error:  # the platform page then shows fewer processes
             logger.debug("gateway presence not published: %s", error)
 
     def stop(self) -> None:
         self._stopped.set()
         try:
-            health.redis_client(settings.REDIS_URL).delete(KEY_PREFIX + self.name_in_redis)
+            health.redis_client(settings.REDIS_URL).delete(self.prefix + self.name_in_redis)
         except Exception as error:
             logger.debug("gateway presence not removed: %s", error)
 
 
 def gateway_presence() -> list[GatewayProcess]:
     """The gateway processes seen within TTL seconds, each with its associations."""
+    return presence(KEY_PREFIX)
+
+
+def worker_presence() -> list[GatewayProcess]:
+    """The Celery workers seen within TTL seconds (started by `worker_ready`)."""
+    return presence(WORKER_PREFIX)
+
+
+def presence(prefix: str) -> list[GatewayProcess]:
     client = health.redis_client(settings.REDIS_URL)
     keys = []
-    for key in client.scan_iter(match=KEY_PREFIX + "*", count=100):
+    for key in client.scan_iter(match=prefix + "*", count=100):
         keys.append(key)
         if len(keys) >= MAX_PROCESSES:
             break
@@ -92,5 +113,5 @@ def gateway_presence() -> list[GatewayProcess]:
         except (TypeError, ValueError, KeyError):
             continue
         name = key.decode() if isinstance(key, bytes) else str(key)
-        found.append(GatewayProcess(name.removeprefix(KEY_PREFIX), age, counts))
+        found.append(GatewayProcess(name.removeprefix(prefix), age, counts))
     return sorted(found, key=lambda p: p.name)

@@ -1,6 +1,7 @@
 """The Celery app: tasks carry the sender's schema (tenant-schemas-celery) and run in it."""
 
 from celery.schedules import crontab
+from celery.signals import worker_ready, worker_shutdown
 from tenant_schemas_celery.app import CeleryApp
 
 app = CeleryApp("portal")
@@ -80,3 +81,14 @@ app.conf.beat_schedule = {
         "schedule": crontab(hour=4, minute=45),
     },
 }
+
+
+@worker_ready.connect
+def _announce_worker(sender: object = None, **_: object) -> None:
+    """The platform page sees this worker from its snapshot in Redis (dicomnet/presence.py)."""
+    from dicomnet.presence import WORKER_PREFIX, Presence
+
+    name = str(getattr(sender, "hostname", "") or "")
+    presence = Presence(dict, prefix=WORKER_PREFIX, name=name)
+    presence.start()
+    worker_shutdown.connect(lambda **_: presence.stop(), weak=False)

@@ -33,7 +33,8 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return int(self.object_list[: self.count_cap + 1].count())
+        rows: Any = self.object_list  # a QuerySet: sliced, it is counted with its LIMIT
+        return int(rows[: self.count_cap + 1].count())
 
     @property
     def capped(self) -> bool:

@@ -1,5 +1,7 @@
 """The super-admin's platform page: readiness with reasons, queues, workers, heartbeat."""
 
+import time
+
 from django.test import Client
 
 from portal import health
@@ -44,3 +46,30 @@ def test_the_gateway_processes_and_their_associations_per_tenant_are_shown(
     finally:
         presence.stop()
     assert presence.name_in_redis not in superadmin_client.get("/platform/").content.decode()
+
+
+def test_a_worker_is_seen_from_its_snapshot_without_a_ping(superadmin_client, monkeypatch):
+    from types import SimpleNamespace
+
+    from celery.signals import worker_shutdown
+
+    from dicomnet.presence import worker_presence
+    from portal.celery import _announce_worker, app
+
+    def no_ping(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the page must not wait for workers to answer a ping")
+
+    monkeypatch.setattr(app.control, "ping", no_ping)
+    with monkeypatch.context() as nobody:  # killed workers of other tests linger up to 15 s
+        nobody.setattr("portal.platform_status.worker_presence", list)
+        assert "no worker seen" in superadmin_client.get("/platform/").content.decode()
+    _announce_worker(sender=SimpleNamespace(hostname="celery@platform-test"))
+    deadline = time.monotonic() + 5
+    while "celery@platform-test" not in [p.name for p in worker_presence()]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert (
+        "<code>celery@platform-test</code>" in superadmin_client.get("/platform/").content.decode()
+    )
+    worker_shutdown.send(sender=None)
+    assert "celery@platform-test" not in [p.name for p in worker_presence()]
