@@ -127,14 +127,14 @@ def superadmin() -> None:
 class Http:
     """A keep-alive HTTP client of the super-admin site, logged in."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, host: str = "localhost") -> None:
+        self.port, self.host = port, host
         self.cookies: dict[str, str] = {}
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def request(self, method: str, path: str, body: str = "", **headers: str) -> tuple[int, bytes]:
         cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        headers = {"Host": "localhost", **({"Cookie": cookie} if cookie else {}), **headers}
+        headers = {"Host": self.host, **({"Cookie": cookie} if cookie else {}), **headers}
         if body:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
@@ -151,19 +151,19 @@ class Http:
                 self.cookies[name] = rest.split(";", 1)[0]
         return response.status, response.read()
 
-    def log_in(self) -> None:
+    def log_in(self, username: str = ADMIN) -> None:
         _, page = self.request("GET", "/account/login/")
         token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         assert token is not None, page[:500]
         form = urlencode(
             {
                 "csrfmiddlewaretoken": token.group(1).decode(),
-                "username": ADMIN,
+                "username": username,
                 "password": ADMIN_PASSWORD,
             }
         )
         status, _ = self.request(
-            "POST", "/account/login/", form, Referer="http://localhost/account/login/"
+            "POST", "/account/login/", form, Referer=f"http://{self.host}/account/login/"
         )
         assert status == 302, status
 
@@ -323,6 +323,15 @@ def measure_step(count: int, creation: list[float], args: argparse.Namespace) ->
         samples, text = timed(scrape, 5)
         unread = re.search(rb'portal_scrape_error\{part="tenants"\} (\d+)', text)
         row["metrics"] = {**summary(samples), "unread": int(unread.group(1)) if unread else None}
+        samples, _ = timed(lambda: client.request("GET", "/platform/"), 5)
+        row["platform_page"] = summary(samples)
+        # One tenant's own pages: they should not notice the fleet around them.
+        site = Http(port, host=f"{tenants[-1].slug}.localhost")
+        site.log_in("admin")
+        for path in ("/", "/studies/", "/settings/"):
+            assert site.request("GET", path)[0] == 200, path
+            samples, _ = timed(lambda path=path: site.request("GET", path), args.runs)
+            row[f"tenant {path}"] = summary(samples)
     return row
 
 
