@@ -623,11 +623,11 @@ class DicomGateway:
                 for context in assoc.acceptor.supported_contexts
                 if str(context.abstract_syntax) not in queryretrieve.SOP_CLASSES
             ]
+        # The gate may read the database: before the lock, so the check of the limits and
+        # the registration below stay one step that concurrent associations cannot split.
+        full = f"tenant {tenant.slug} is being upgraded" if schema_behind(tenant) else ""
         with self._lock:
-            full = self._over_limits(tenant, address)
-        if not full and schema_behind(tenant):
-            full = f"tenant {tenant.slug} is being upgraded"
-        with self._lock:
+            full = full or self._over_limits(tenant, address)
             if not full:
                 self._sessions[assoc] = Session(
                     tenant=tenant, calling_ae=calling_ae, address=address

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from portal import health
+from tenants.validators import SLUG_RE
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +108,11 @@ def presence(prefix: str) -> list[GatewayProcess]:
             counts = {
                 str(slug): int(n)
                 for slug, n in dict(snapshot["associations"]).items()
-                if isinstance(n, int) and n > 0
+                if isinstance(n, int) and n > 0 and SLUG_RE.match(str(slug))
             }
             age = max(0.0, now - float(snapshot["at"]))
-        except (TypeError, ValueError, KeyError):
-            continue
+        except (TypeError, ValueError, KeyError, RecursionError):
+            continue  # not a snapshot this module wrote
         name = key.decode() if isinstance(key, bytes) else str(key)
         found.append(GatewayProcess(name.removeprefix(prefix), age, counts))
     return sorted(found, key=lambda p: p.name)

@@ -14,6 +14,7 @@ what to configure.
 
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -43,6 +44,9 @@ PENDING = 0xFF00
 TIMEOUT_SECONDS = 120  # between two responses: the node stores an instance in between
 DEADLINE_SECONDS = 3600  # for one study
 PROGRESS_SECONDS = 1.0
+MAX_COUNT = 10_000_000  # sub-operations believed from one node's answer (a study is less)
+MAX_OPEN_PER_TENANT = 40  # retrievals queued or running at once, so one tenant cannot
+# take every worker slot for hours
 STATUS_REASONS = {
     0xA701: "the node is out of resources (it cannot count the matches)",
     0xA702: "the node is out of resources (it cannot perform the sub-operations)",
@@ -65,13 +69,20 @@ def retrieve_job_create(
     if not current_tenant().ae_title:
         raise ValidationError("This archive has no AE title yet: a node cannot send to it.")
     with transaction.atomic():
-        running = RetrieveJob.objects.filter(
-            node=node,
-            study_instance_uid=study_instance_uid,
+        # One request at a time per node decides whether a retrieval is already under way.
+        RemoteNode.objects.select_for_update().filter(pk=node.pk).first()
+        open_jobs = RetrieveJob.objects.filter(
             status__in=[RetrieveJobStatus.QUEUED, RetrieveJobStatus.RUNNING],
-        ).first()
+            # A job a killed worker left "running" past its deadline is not under way.
+            created_at__gte=timezone.now() - timedelta(seconds=DEADLINE_SECONDS + 600),
+        )
+        running = open_jobs.filter(node=node, study_instance_uid=study_instance_uid).first()
         if running is not None:
             return running
+        if open_jobs.count() >= MAX_OPEN_PER_TENANT:
+            raise ValidationError(
+                f"{MAX_OPEN_PER_TENANT} retrievals are under way already: let them finish first."
+            )
         job = RetrieveJob.objects.create(
             node=node,
             source=f"{node.ae_title}@{node.host}:{node.port}",
@@ -169,7 +180,7 @@ def _follow(job: RetrieveJob, responses: Any, assoc: Any, *, destination: str) -
 def _count(job: RetrieveJob, status: Dataset) -> None:
     def number(keyword: str) -> int | None:
         value = status.get(keyword)
-        return int(value) if isinstance(value, int) and 0 <= value < 2**31 else None
+        return int(value) if isinstance(value, int) and 0 <= value <= MAX_COUNT else None
 
     completed = number("NumberOfCompletedSuboperations")
     warning = number("NumberOfWarningSuboperations")
@@ -178,7 +189,8 @@ def _count(job: RetrieveJob, status: Dataset) -> None:
     job.completed = completed if completed is not None else job.completed
     job.warning = warning if warning is not None else job.warning
     job.failed = failed if failed is not None else job.failed
-    job.total = max(job.total, job.processed + (remaining or 0))
+    # A node's numbers are its own: bounded, so the sum fits the job's columns whatever it says.
+    job.total = min(MAX_COUNT, max(job.total, job.processed + (remaining or 0)))
 
 
 def _finish(job: RetrieveJob, *, error: str = "") -> None:

@@ -130,6 +130,7 @@ class MediumRoot:
 class MediumProbe:
     medium: MediumRoot
     problem: str | None  # what the fleet pass's write probe found (None: writable)
+    measured: bool = True  # False: the tenant has no figures yet, so it is probed now
 
 
 def online_filesystem_media(budget: "QueryBudget") -> tuple[list[MediumProbe], list[str], float]:
@@ -169,7 +170,7 @@ def online_filesystem_media(budget: "QueryBudget") -> tuple[list[MediumProbe], l
             unreadable.append(f"{read.slug}: media unreadable ({read.error})")
             continue
         media += [
-            MediumProbe(MediumRoot(read.slug, medium.name, medium.root), None)
+            MediumProbe(MediumRoot(read.slug, medium.name, medium.root), None, measured=False)
             for medium in read.media
             if medium.status == MediumStatus.ONLINE and medium.kind == MediumKind.FILESYSTEM
         ]
@@ -273,9 +274,9 @@ def check_media() -> Check:
     first_on: dict[str, MediumProbe] = {}
     for probe in media:
         first_on.setdefault(mount_of(probe.medium.root, points), probe)
-    results = probe_roots(
-        sorted({p.medium.root for p in first_on.values()}), settings.PORTAL_HEALTH_TIMEOUT
-    )
+    now_roots = {p.medium.root for p in first_on.values()}
+    now_roots |= {p.medium.root for p in media if not p.measured}
+    results = probe_roots(sorted(now_roots), settings.PORTAL_HEALTH_TIMEOUT)
     failing = set()
     for probe in media:
         root = probe.medium.root

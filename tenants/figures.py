@@ -23,7 +23,7 @@ from functools import cache
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name
 
@@ -61,8 +61,12 @@ def _missing_migrations(schema_name: str) -> tuple[int, str]:
     return len(missing), provisioning.MigrationState(frozenset(missing)).describe()
 
 
-def measure(tenant: Tenant) -> FleetFigures:
-    """One tenant's figures, read now (two queries, each in a savepoint of its own)."""
+def measure(
+    tenant: Tenant, *, hung: set[str] | None = None, points: list[str] | None = None
+) -> FleetFigures:
+    """One tenant's figures, read now (two queries, each in a savepoint of its own), its
+    online filesystem media write-probed. `hung`: mount points whose probe timed out earlier
+    in this pass; media on them are not waited for again (they time out as well)."""
     now = timezone.now()
     read = tenant_media(tenant.slug, tenant.schema_name, also_count=("users",))
     if read.error:
@@ -85,7 +89,7 @@ def measure(tenant: Tenant) -> FleetFigures:
         for m in read.media
         if m.status == MediumStatus.ONLINE and m.kind == MediumKind.FILESYSTEM
     ]
-    probes = health.probe_roots(writable, settings.PORTAL_HEALTH_TIMEOUT) if writable else {}
+    probes = _probes(writable, hung, points)
     return FleetFigures(
         tenant=tenant,
         users=read.counts.get("users", 0),
@@ -113,6 +117,23 @@ def measure(tenant: Tenant) -> FleetFigures:
     )
 
 
+def _probes(
+    roots: list[str], hung: set[str] | None, points: list[str] | None
+) -> dict[str, str | None]:
+    if not roots:
+        return {}
+    points = points if points is not None else health.mount_points()
+    mounts = {root: health.mount_of(root, points) for root in roots}
+    asked = [root for root in roots if hung is None or mounts[root] not in hung]
+    found = health.probe_roots(asked, settings.PORTAL_HEALTH_TIMEOUT) if asked else {}
+    for root in roots:
+        if root not in found:
+            found[root] = "timed out (its file system did not answer this pass)"
+        elif found[root] == "timed out" and hung is not None:
+            hung.add(mounts[root])
+    return found
+
+
 _FIELDS = [
     f.name for f in FleetFigures._meta.concrete_fields if f.name != "tenant" and not f.primary_key
 ]
@@ -137,7 +158,7 @@ def due_tenants(stale_after: float = STALE_AFTER_SECONDS) -> QuerySet[Tenant]:
             | Q(fleet_figures__measured_at__lte=cutoff)
             | ~Q(fleet_figures__migrations_digest=migrations_digest())
         )
-        .order_by("fleet_figures__measured_at", "pk")
+        .order_by(F("fleet_figures__measured_at").asc(nulls_first=True), "pk")
     )
 
 
@@ -152,11 +173,13 @@ def figures_refresh(
     todo = list(tenants) if tenants is not None else list(due_tenants(stale_after))
     budget = max(1, settings.PORTAL_DB_SCHEMAS_PER_CONNECTION)
     done, chunk = 0, []
+    hung: set[str] = set()
+    points = health.mount_points()
     for tenant in todo:
         if time_budget is not None and time.monotonic() - started > time_budget:
             break
         with time_limited_reads(FIGURES_TENANT_SECONDS):
-            chunk.append(measure(tenant))
+            chunk.append(measure(tenant, hung=hung, points=points))
         done += 1
         if len(chunk) >= CHUNK:
             _save(chunk)
@@ -201,9 +224,11 @@ def schema_behind(tenant: Tenant) -> bool:
         .values_list("missing_migrations", "migrations_digest", "error")
         .first()
     )
-    if row is not None and row[1] == migrations_digest() and not row[2]:
-        behind = row[0] > 0
+    if row is not None and row[1] == migrations_digest() and not row[2] and row[0] == 0:
+        behind = False
     else:
+        # "Behind" (or not known) is confirmed in the schema itself: a reading the pass took
+        # before `migrate_portal` reached the schema must not keep it closed.
         try:
             with transaction.atomic():
                 behind = bool(provisioning.migration_state(tenant.schema_name).missing)

@@ -213,7 +213,8 @@ class FleetFigures(models.Model):
     capacity_bytes = models.BigIntegerField(default=0)
     media_above_watermark = models.PositiveIntegerField(default=0)
     failed_jobs = models.PositiveIntegerField(default=0)
-    # Each medium as read: name, kind, status, root, used and capacity bytes, watermark.
+    # Each medium as read: name, kind, status, root, used and capacity bytes, and what its
+    # write probe found ("probe": None when it was writable).
     media_detail = models.JSONField(default=list, blank=True)
     missing_migrations = models.PositiveIntegerField(default=0)
     migrations_note = models.CharField(max_length=300, blank=True)

@@ -212,20 +212,21 @@ FLEET_SORTS: dict[str, tuple[Any, ...]] = {
     "-created": ("-created_at", "-pk"),
     "used": (F("fleet_figures__used_bytes").asc(nulls_first=True), "slug"),
     "-used": (F("fleet_figures__used_bytes").desc(nulls_last=True), "slug"),
-    "status": ("status", Lower("name")),
+    "status": ("status", Lower("name"), "pk"),
 }
 # What needs the super-admin: a schema behind or unreadable, failed jobs, a full medium.
+UNREADABLE = Q(fleet_figures__isnull=False) & ~Q(fleet_figures__error="")  # not a missing row
 ATTENTION = (
     Q(fleet_figures__missing_migrations__gt=0)
     | Q(fleet_figures__failed_jobs__gt=0)
     | Q(fleet_figures__media_above_watermark__gt=0)
-    | ~Q(fleet_figures__error="")
+    | UNREADABLE
 )
 FLEET_FLAGS = {
     "attention": ATTENTION,
     "over-quota": Q(fleet_figures__used_bytes__gt=F("quota_bytes")),
     "failed-jobs": Q(fleet_figures__failed_jobs__gt=0),
-    "behind": Q(fleet_figures__missing_migrations__gt=0) | ~Q(fleet_figures__error=""),
+    "behind": Q(fleet_figures__missing_migrations__gt=0) | UNREADABLE,
     "full-media": Q(fleet_figures__media_above_watermark__gt=0),
     "unmeasured": Q(fleet_figures__isnull=True),
 }

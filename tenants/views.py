@@ -23,7 +23,6 @@ from tenants.forms import (
 )
 from tenants.links import tenant_base_url
 from tenants.models import Domain, SelftestRun, Tenant, TenantStatus
-from tenants.provisioning import expected_tenant_migrations
 from tenants.selftest import selftest_request
 
 
@@ -117,7 +116,6 @@ class FleetView(SuperAdminRequiredMixin, ClampedPagesMixin, ListView):
             filtered=self.filtered,
             filter_query=query.urlencode(),
             attention=selectors.fleet_attention(),
-            expected_migrations=len(expected_tenant_migrations()),
             usage=usage.usage_fleet_overview(),
             **kwargs,
         )

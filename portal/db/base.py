@@ -3,7 +3,7 @@
 PostgreSQL keeps, in each backend, the catalogue entries of every relation the backend has
 touched (its relation and system caches) until the backend ends. A tenant has about 50
 tables and their indexes, so a long-lived connection that serves tenant after tenant grows
-by about 0.2 MiB per schema towards the size of the whole fleet's catalogue (issue 14
+by about 0.25 MiB per schema towards the size of the whole fleet's catalogue (issue 14
 measured 203 MiB after 1,000 tenants). Each connection here remembers the schemas it set
 its search path to; `portal.dbbudget` closes one that is past its budget once its request,
 task or association is over.

@@ -220,10 +220,15 @@ def study_zip_entries(*, study: Study) -> list[tuple[str, Path]]:
         .select_related("medium", "series")
         .order_by("series__series_number", "series__series_instance_uid", "instance_number", "pk")
     )
-    return [
-        (f"{i.series.series_instance_uid}/{i.sop_instance_uid}.dcm", instance_path(i))
-        for i in instances
-    ]
+    entries = []
+    for i in instances:
+        try:
+            path = instance_path(i)
+        except StoragePathError:  # a row pointing outside its medium: left out, logged
+            logger.warning("zip: instance %s has no readable path; left out", i.pk)
+            continue
+        entries.append((f"{i.series.series_instance_uid}/{i.sop_instance_uid}.dcm", path))
+    return entries
 
 
 def study_download(

@@ -440,7 +440,11 @@ class StudyBulkView(CapabilityRequiredMixin, View):
 
 def _safe_list_url(candidate: str) -> str:
     """Back to the study list the request came from (its query kept), never elsewhere."""
-    base = reverse("study_list")
+    return _safe_back(candidate, reverse("study_list"))
+
+
+def _safe_back(candidate: str, base: str) -> str:
+    """`candidate` when it is a path below `base` of this site, else `base` itself."""
     return candidate if candidate.startswith(base) and "//" not in candidate else base
 
 
@@ -547,8 +551,7 @@ class RetrieveView(CapabilityRequiredMixin, View):
 
 
 def _safe_remote_url(candidate: str) -> str:
-    base = reverse("remote_query")
-    return candidate if candidate.startswith(base) and "//" not in candidate else base
+    return _safe_back(candidate, reverse("remote_query"))
 
 
 class RetrieveJobView(CapabilityRequiredMixin, TemplateView):

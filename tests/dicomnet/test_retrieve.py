@@ -254,3 +254,20 @@ def test_a_study_is_pulled_from_another_tenant_of_this_gateway(
     with schema_context(b.tenant.schema_name):
         assert Study.objects.get(study_instance_uid=study).num_instances == 2  # B keeps its own
     connection.set_schema_to_public()
+
+
+def test_a_node_cannot_overflow_the_counters_with_its_numbers(sites) -> None:
+    from pydicom.dataset import Dataset
+
+    from dicomnet.retrieve import MAX_COUNT, _count
+
+    status = Dataset()
+    status.NumberOfCompletedSuboperations = 2**31 - 1
+    status.NumberOfRemainingSuboperations = 2**31 - 1
+    status.NumberOfFailedSuboperations = -5  # not a count: ignored
+    job = RetrieveJob(source="X@h:1", study_instance_uid="1.2.3")
+    _count(job, status)
+    assert job.completed == 0 and job.failed == 0  # out of bounds: not believed
+    status.NumberOfCompletedSuboperations = MAX_COUNT
+    _count(job, status)
+    assert job.completed == MAX_COUNT and job.total == MAX_COUNT

@@ -2,6 +2,7 @@
 
 import time
 
+from django.conf import settings
 from django.test import Client
 
 from portal import health
@@ -73,3 +74,21 @@ def test_a_worker_is_seen_from_its_snapshot_without_a_ping(superadmin_client, mo
     )
     worker_shutdown.send(sender=None)
     assert "celery@platform-test" not in [p.name for p in worker_presence()]
+
+
+def test_a_snapshot_this_code_did_not_write_is_ignored(superadmin_client, alpha):
+    import json
+
+    from dicomnet.presence import KEY_PREFIX, gateway_presence
+    from portal.health import redis_client
+
+    client = redis_client(settings.REDIS_URL)
+    client.set(KEY_PREFIX + "odd:1", json.dumps({"at": time.time(), "associations": {"../x": 3}}))
+    client.set(KEY_PREFIX + "odd:2", "[" * 100_000)
+    try:
+        names = {p.name: p for p in gateway_presence()}
+        assert names["odd:1"].associations == {}  # not a slug: not counted
+        assert "odd:2" not in names
+        assert superadmin_client.get("/platform/").status_code == 200
+    finally:
+        client.delete(KEY_PREFIX + "odd:1", KEY_PREFIX + "odd:2")

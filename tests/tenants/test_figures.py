@@ -65,3 +65,14 @@ def test_the_singleton_runs_the_pass_every_minute(db):
     entry = app.conf.beat_schedule["fleet-figures"]
     assert entry["task"] == "tenants.refresh_fleet_figures" and entry["schedule"] == 60.0
     assert Tenant.objects.exists()
+
+
+def test_a_tenant_without_figures_is_unmeasured_not_needing_attention(new_tenant):
+    from tenants.selectors import fleet, fleet_attention
+
+    tenant = new_tenant("unmeasured-one").tenant
+    before = fleet_attention()
+    FleetFigures.objects.filter(tenant=tenant).delete()
+    assert fleet_attention() == before
+    assert tenant in fleet(flag="unmeasured") and tenant not in fleet(flag="attention")
+    assert tenant not in fleet(flag="behind")

@@ -300,8 +300,13 @@ class Command(BaseCommand):
         for tenant in selectors.fleet(include_purged=options["include_purged"]):
             figures = getattr(tenant, "fleet_figures", None)
             if tenant.status == "purged" or figures is None or figures.error:
-                note = "purged" if tenant.status == "purged" else "not readable"
-                rows.append((tenant, None, None, figures.error if figures else note))
+                if tenant.status == "purged":
+                    note = "purged"
+                elif figures is None:
+                    note = "not measured"
+                else:
+                    note = f"not readable ({figures.error})"
+                rows.append((tenant, None, None, note))
                 continue
             migrations = figures.migrations_note if figures.missing_migrations else "up to date"
             rows.append((tenant, figures.users, figures.used_bytes, migrations))
