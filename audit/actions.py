@@ -1,0 +1,67 @@
+"""Every action the audit log records: the filter's choices, with no scan of the log.
+
+`tests/audit/test_actions.py` reads the code for the actions it writes and fails when one
+is missing here, so the list cannot fall behind.
+"""
+
+KNOWN_ACTIONS: tuple[str, ...] = tuple(
+    sorted(
+        {
+            "audit.export",
+            "dicomweb.access",
+            "dicomweb.retrieve",
+            "dicomweb.search",
+            "dicomweb.store",
+            "dimse.find",
+            "dimse.get",
+            "dimse.move",
+            "ingest.job",
+            "ingest.quarantine_download",
+            "ingest.retry",
+            "instance.view_header",
+            "job.retry",
+            "login.failure",
+            "login.lockout",
+            "login.success",
+            "logout",
+            "medium.create",
+            "medium.delete",
+            "medium.migrate",
+            "medium.probe",
+            "medium.status_change",
+            "medium.update",
+            "node.create",
+            "node.delete",
+            "node.echo",
+            "node.find",
+            "node.retrieve",
+            "node.retrieve.finished",
+            "node.status",
+            "node.update",
+            "otp.disable",
+            "otp.enable",
+            "password.change",
+            "quarantine.purge",
+            "retention.create",
+            "retention.delete",
+            "retention.update",
+            "settings.update",
+            "study.delete",
+            "study.download",
+            "study.send",
+            "study.send.finished",
+            "study.view",
+            "tenant.export",
+            "tenant.import",
+            "token.create",
+            "token.revoke",
+            "user.deactivate",
+            "user.invite",
+            "user.password_reset",
+            "user.reactivate",
+            "user.role_change",
+            "user.set_password_link",
+            "user.update",
+        }
+    )
+)
