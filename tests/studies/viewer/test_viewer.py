@@ -267,3 +267,10 @@ def test_the_built_in_viewer_is_the_default(alpha) -> None:
             "/viewer/viewer?StudyInstanceUIDs=1.2.3&initialSeriesInstanceUID=1.2.3.4"
         )
     assert Path(settings.PORTAL_VIEWER_ROOT).name == "viewer"
+
+
+def test_the_readme_names_the_pinned_release() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    assert f"`@ohif/app` {bundle.OHIF_VERSION}" in readme
+    assert "| `PORTAL_VIEWER_ROOT` | `.var/viewer` |" in readme
+    assert Path(settings.PORTAL_VIEWER_ROOT) == Path(settings.BASE_DIR) / ".var" / "viewer"
