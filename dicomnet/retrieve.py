@@ -22,17 +22,15 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
 from audit.models import Outcome
 from audit.services import audit_record
-from configuration import egress
 from configuration.models import RemoteNode
-from configuration.selectors import calling_ae_title
-from dicomnet.scu_jobs import run_queued
+from dicomnet.scu_jobs import node_association, run_queued
 from portal.schemas import current_tenant
 from studies.dicom import is_valid_uid
 from studies.models import RetrieveJob, RetrieveJobStatus
@@ -106,23 +104,11 @@ def retrieve_job_run(job_id: int) -> RetrieveJob:
 
 
 def _retrieve(job: RetrieveJob) -> None:
-    node = job.node
-    if node is None:
-        _finish(job, error="The remote node was deleted before the job ran.")
-        return
-    address, refused = egress.checked_address(node.host, node.port)
-    if refused:
-        _finish(job, error=refused)
-        return
-    tenant = current_tenant()
-    ae = AE(ae_title=calling_ae_title(tenant))
-    ae.acse_timeout = ae.network_timeout = 30
-    ae.dimse_timeout = TIMEOUT_SECONDS
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate(address, node.port, ae_title=node.ae_title)
-    if not assoc.is_established:
-        reason = "rejected the association" if assoc.is_rejected else "did not answer"
-        _finish(job, error=f"{job.source} {reason}.")
+    node, tenant = job.node, current_tenant()
+    contexts = [build_context(StudyRootQueryRetrieveInformationModelMove)]
+    assoc, error = node_association(node, contexts, timeout=30, dimse_timeout=TIMEOUT_SECONDS)
+    if assoc is None or node is None:
+        _finish(job, error=error)
         return
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"

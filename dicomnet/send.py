@@ -16,13 +16,10 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 
 from audit.models import Outcome
 from audit.services import audit_record
-from configuration import egress
 from configuration.models import RemoteNode
-from configuration.selectors import calling_ae_title
 from dicomnet.queryretrieve import (
     MAX_RETRIEVE_INSTANCES,
     InstanceFile,
@@ -30,8 +27,7 @@ from dicomnet.queryretrieve import (
     read_instance,
     storage_contexts,
 )
-from dicomnet.scu_jobs import run_queued
-from portal.schemas import current_tenant
+from dicomnet.scu_jobs import node_association, run_queued
 from studies.models import Instance, SendJob, SendJobStatus, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -97,23 +93,11 @@ def send_job_run(job_id: int) -> SendJob:
 
 
 def _send(job: SendJob) -> None:
-    node = job.node
-    if node is None:
-        _finish(job, error="The remote node was deleted before the job ran.")
-        return
-    files = _files(job)
+    files = _files(job) if job.node is not None else []
     job.total = len(files)
-    address, refused = egress.checked_address(node.host, node.port)
-    if refused:
-        _finish(job, error=refused)
-        return
-    ae = AE(ae_title=calling_ae_title(current_tenant()))
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_SECONDS
-    ae.requested_contexts = storage_contexts(files)
-    assoc = ae.associate(address, node.port, ae_title=node.ae_title)
-    if not assoc.is_established:
-        reason = "rejected the association" if assoc.is_rejected else "did not answer"
-        _finish(job, error=f"{job.destination} {reason}.")
+    assoc, error = node_association(job.node, storage_contexts(files), timeout=TIMEOUT_SECONDS)
+    if assoc is None:
+        _finish(job, error=error)
         return
     last = time.monotonic()
     try:
