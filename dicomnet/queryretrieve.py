@@ -54,6 +54,7 @@ from audit.services import audit_record
 from configuration import egress
 from configuration.models import RemoteNode
 from dicomnet.status import status_dataset
+from portal.schemas import current_tenant
 from studies.index.query import (
     BY_TAG,
     LEVEL_ORDER,
@@ -401,26 +402,37 @@ def _unique_value(level: Level, query: IndexQuery) -> str:
 
 @dataclass(frozen=True)
 class InstanceFile:
-    """One instance to send: what the index says it is, and its file."""
+    """One instance to send: what the index says it is, and its row (with its medium); the
+    file is found, or fetched from object storage, only when it is read."""
 
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
-    path: Path | None  # None: the index points outside the medium (never read)
+    row: Any
+    tenant: Any  # whose schema and storage the row belongs to
+
+    def path(self) -> Path | None:
+        """A local file with the instance's bytes; None when the index points outside its
+        medium (never read) or the medium does not give the file now. Called as pynetdicom
+        asks for the dataset, outside the handler's schema: it enters the row's own."""
+        try:
+            with tenant_context(self.tenant):
+                return instance_path(self.row)
+        except StoragePathError:
+            logger.error("instance %s points outside its medium", self.sop_instance_uid)
+        except OSError as error:
+            logger.error("instance %s is unavailable: %s", self.sop_instance_uid, error)
+        return None
 
 
 def instance_file(instance: Any) -> InstanceFile:
     """What to send of an indexed instance (a row with its medium)."""
-    try:
-        path: Path | None = instance_path(instance)
-    except StoragePathError:
-        logger.error("instance %s points outside its medium", instance.sop_instance_uid)
-        path = None
     return InstanceFile(
         sop_class_uid=instance.sop_class_uid,
         sop_instance_uid=instance.sop_instance_uid,
         transfer_syntax_uid=instance.transfer_syntax_uid,
-        path=path,
+        row=instance,
+        tenant=current_tenant(),
     )
 
 
@@ -577,15 +589,16 @@ def read_instance(file: InstanceFile) -> Dataset:
     """The stored dataset, or, if the file is unreadable or not the indexed instance, a
     stand-in without file meta: pynetdicom cannot send that, so it counts the sub-operation
     as failed and lists the SOP Instance UID in the Failed SOP Instance UID List."""
-    if file.path is not None:
+    path = file.path()
+    if path is not None:
         try:
-            dataset = dcmread(file.path)
+            dataset = dcmread(path)
         except Exception:
             logger.exception("stored file of %s cannot be read", file.sop_instance_uid)
         else:
             if str(dataset.get("SOPInstanceUID", "")) == file.sop_instance_uid:
                 return dataset
-            logger.error("stored file %s is not instance %s", file.path, file.sop_instance_uid)
+            logger.error("stored file %s is not instance %s", path, file.sop_instance_uid)
     stand_in = Dataset()
     stand_in.SOPClassUID = file.sop_class_uid
     stand_in.SOPInstanceUID = file.sop_instance_uid

@@ -50,6 +50,24 @@ for _network in PORTAL_DICOM_ALLOWED_NETWORKS:
         ipaddress.ip_network(_network, strict=False)
     except ValueError as _error:
         raise ImproperlyConfigured(f"PORTAL_DICOM_ALLOWED_NETWORKS: {_error}") from None
+# Object storage media: endpoints a tenant may name although they are not public HTTPS hosts
+# (an in-house MinIO: `http://minio.internal:9000`). Any other endpoint must be https:// on a
+# globally routable address, so a tenant cannot aim the archive at internal services.
+PORTAL_S3_ALLOWED_ENDPOINTS = [
+    _url.rstrip("/") for _url in env.list("PORTAL_S3_ALLOWED_ENDPOINTS", default=[])
+]
+# Objects at least this large are uploaded in parts of this size (multipart upload).
+PORTAL_S3_MULTIPART_BYTES = env.int("PORTAL_S3_MULTIPART_BYTES", default=64 << 20)
+# Seconds one S3 request may take to connect or to answer, and attempts before giving up
+# (503 SlowDown, throttling, timeouts and dropped connections are retried with backoff).
+PORTAL_S3_TIMEOUT = env.int("PORTAL_S3_TIMEOUT", default=20)
+PORTAL_S3_ATTEMPTS = env.int("PORTAL_S3_ATTEMPTS", default=5)
+# Objects read for parsing (metadata, frames, rendering, C-MOVE) are kept on local disk below
+# each tenant's storage root, at most this many bytes per tenant (least recently used go).
+PORTAL_S3_CACHE_BYTES = env.int("PORTAL_S3_CACHE_BYTES", default=2 << 30)
+# Seals stored credentials (object storage secret keys). Default: derived from SECRET_KEY, so
+# rotating SECRET_KEY without setting this to the old derivation means re-entering them.
+PORTAL_SEALING_KEY = env("PORTAL_SEALING_KEY", default="")
 # Seconds an association may stay silent before the gateway aborts it (its slot comes back).
 PORTAL_DICOM_IDLE_TIMEOUT = env.int("PORTAL_DICOM_IDLE_TIMEOUT", default=60)
 # How links sent to people (set-password links) are written: scheme and public port.

@@ -12,6 +12,11 @@ class MediumKind(models.TextChoices):
     S3 = "s3", "Object storage (S3)"
 
 
+class AddressingStyle(models.TextChoices):
+    PATH = "path", "Path style (endpoint/bucket/key)"
+    VIRTUAL = "virtual", "Virtual host (bucket.endpoint/key)"
+
+
 class MediumStatus(models.TextChoices):
     ONLINE = "online", "Online"
     READ_ONLY = "read-only", "Read-only"
@@ -26,7 +31,22 @@ class StorageMedium(models.Model):
     kind = models.CharField(
         max_length=16, choices=MediumKind.choices, default=MediumKind.FILESYSTEM
     )
-    root = models.CharField(max_length=1024, help_text="Directory (or bucket/prefix).")
+    root = models.CharField(
+        max_length=1024, help_text="Directory, or s3://bucket/key-prefix/ for object storage."
+    )
+    # Object storage only (kind s3): where the bucket is and how to sign for it. The secret
+    # key is sealed (portal/sealing.py) and never shown back.
+    endpoint_url = models.CharField(max_length=255, blank=True)
+    region = models.CharField(max_length=64, blank=True)
+    bucket = models.CharField(max_length=63, blank=True)
+    key_prefix = models.CharField(
+        max_length=512, blank=True, help_text="The prefix every object key of this medium has."
+    )
+    addressing_style = models.CharField(
+        max_length=8, choices=AddressingStyle.choices, default=AddressingStyle.PATH, blank=True
+    )
+    access_key_id = models.CharField(max_length=128, blank=True)
+    secret_key_sealed = models.TextField(blank=True)
     capacity_bytes = models.BigIntegerField()
     high_watermark = models.PositiveSmallIntegerField(default=90)
     low_watermark = models.PositiveSmallIntegerField(default=80)

@@ -14,7 +14,7 @@ hashed and fsynced, when they do not), and the directories a batch touched are f
 import errno
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -82,9 +82,62 @@ def instance_relative_path(*, study_uid: str, series_uid: str, sop_uid: str) -> 
 
 
 def instance_path(instance: Any) -> Path:
-    """The file of an indexed instance (a row with `medium` and `relative_path`)."""
+    """A local file with an indexed instance's bytes (a row with `medium`, `relative_path`,
+    `size_bytes` and `sha256`): the file itself on a filesystem medium, a verified copy in
+    the tenant's cache for object storage (`studies/media/objectstore.py`). Only for reading:
+    `instance_remove` deletes."""
+    if instance.medium.kind == "s3":
+        from studies.media.objectstore import cached_copy
+
+        return cached_copy(instance)
+    return instance_file(instance)
+
+
+def instance_file(instance: Any) -> Path:
+    """The file of an instance on a filesystem medium, checked to lie inside the medium."""
     root = instance.medium.root
     return resolve_inside(root, Path(root) / instance.relative_path)
+
+
+def instance_chunks(instance: Any, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+    """The instance's stored bytes from `offset` as a stream, from whichever medium holds it."""
+    if instance.medium.kind == "s3":
+        from studies.media.objectstore import store_for
+
+        yield from store_for(instance.medium).chunks(instance.relative_path, offset, length)
+        return
+    remaining = length
+    with instance_file(instance).open("rb") as source:
+        source.seek(offset)
+        while remaining is None or remaining > 0:
+            chunk = source.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            if not chunk:
+                if remaining:
+                    raise OSError(f"{instance.relative_path} is shorter than it was")
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+
+def medium_remove(medium: Any, relative: str) -> None:
+    """Delete a stored file by its medium and relative name (missing is fine)."""
+    if medium.kind == "s3":
+        from studies.media.objectstore import store_for
+
+        store_for(medium).delete(relative)
+        return
+    root = medium.root
+    resolve_inside(root, Path(root) / relative).unlink(missing_ok=True)
+
+
+def instance_remove(instance: Any) -> None:
+    """Delete an instance's stored file (and a cached copy of it)."""
+    medium_remove(instance.medium, instance.relative_path)
+    if instance.medium.kind == "s3":
+        from studies.media.objectstore import cache_drop
+
+        cache_drop(instance)
 
 
 # -- durable writes ---------------------------------------------------------------------------

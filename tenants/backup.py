@@ -627,6 +627,8 @@ def _walk(root: Path, problems: list[str]) -> Iterator[Path]:
     """Regular files below `root`, sorted; symbolic links are reported, never followed."""
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
+        if here == root and ".cache" in dirnames:
+            dirnames.remove(".cache")  # copies fetched from object storage, not the archive
         for name in list(dirnames):
             if (here / name).is_symlink():
                 problems.append(f"{(here / name).relative_to(root)}: symbolic link not exported")

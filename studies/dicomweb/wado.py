@@ -66,8 +66,9 @@ from studies.dicomweb.negotiation import MediaRange, accepted
 from studies.index.selectors import series_middle_instance, study_series
 from studies.index.services import THUMBNAIL_SIZE, zip_stream
 from studies.index.thumbnails import frame_image
-from studies.models import Instance, Series, Study
-from studies.storage import CHUNK, StoragePathError, instance_path
+from studies.media.objectstore import store_for
+from studies.models import Instance, MediumKind, Series, Study
+from studies.storage import CHUNK, StoragePathError, instance_chunks, instance_path
 
 logger = logging.getLogger(__name__)
 
@@ -192,18 +193,39 @@ def find_target(study: str, series: str | None = None, instance: str | None = No
     return Target(found_study, found_series, found_instance)
 
 
+def stored_whole(instance: Instance, *, check: bool = True) -> "StoredBody":
+    """The instance's whole file as a body read from its medium only when sent; `check`
+    first asks the medium whether it is there (a 503 now, not a cut-off body later).
+    Object storage is not asked for every instance of a study: its index size is used."""
+    if instance.medium.kind != MediumKind.S3:
+        _path, size = stored_file(instance)
+        return StoredBody(instance, size)
+    if check:
+        try:
+            stat = store_for(instance.medium).stat(instance.relative_path)
+        except OSError as error:
+            raise _unavailable(instance, error) from error
+        if stat is None:
+            raise _unavailable(instance, FileNotFoundError(instance.relative_path))
+    return StoredBody(instance, instance.size_bytes)
+
+
+def _unavailable(instance: Instance, error: BaseException) -> DicomWebError:
+    logger.error("dicomweb: file of %s unavailable: %s", instance.sop_instance_uid, error)
+    return DicomWebError(
+        503,
+        f"The file of instance {instance.sop_instance_uid} is not available now "
+        "(its storage medium may be offline).",
+    )
+
+
 def stored_file(instance: Instance) -> tuple[Path, int]:
     """The instance's file and its size now, or a 503 when the medium does not give it."""
     try:
         path = instance_path(instance)
         return path, path.stat().st_size
     except (OSError, StoragePathError) as error:
-        logger.error("dicomweb: file of %s unavailable: %s", instance.sop_instance_uid, error)
-        raise DicomWebError(
-            503,
-            f"The file of instance {instance.sop_instance_uid} is not available now "
-            "(its storage medium may be offline).",
-        ) from error
+        raise _unavailable(instance, error) from error
 
 
 # -- multipart bodies -------------------------------------------------------------------------
@@ -219,14 +241,34 @@ class FileSlice:
 
 
 @dataclass(frozen=True)
+class StoredBody:
+    """An instance's whole stored file, from whichever medium holds it, read when sent."""
+
+    instance: Instance
+    length: int
+
+    def chunks(self) -> Iterator[bytes]:
+        sent = 0
+        for chunk in instance_chunks(self.instance, 0, self.length):
+            sent += len(chunk)
+            yield chunk
+        if sent != self.length:
+            # Content-Length promised these bytes; breaking the connection says so.
+            logger.error("dicomweb: %s ended early", self.instance.relative_path)
+            raise OSError(f"{self.instance.relative_path} is shorter than it was")
+
+
+@dataclass(frozen=True)
 class Part:
     content_type: str
-    body: bytes | FileSlice
+    body: bytes | FileSlice | StoredBody
     location: str = ""
 
     @property
     def length(self) -> int:
-        return self.body.length if isinstance(self.body, FileSlice) else len(self.body)
+        if isinstance(self.body, bytes):
+            return len(self.body)
+        return self.body.length
 
 
 def file_chunks(piece: FileSlice) -> Iterator[bytes]:
@@ -272,9 +314,11 @@ class MultipartBody:
         yield self.tail
 
 
-def body_chunks(body: bytes | FileSlice) -> Iterator[bytes]:
+def body_chunks(body: bytes | FileSlice | StoredBody) -> Iterator[bytes]:
     if isinstance(body, FileSlice):
         yield from file_chunks(body)
+    elif isinstance(body, StoredBody):
+        yield from body.chunks()
     else:
         yield body
 
@@ -701,13 +745,14 @@ class RetrieveView(WadoView):
         if not instances:
             raise DicomWebError(404, f"The {target.level} {target.uid} has no instances.")
         answer = self.negotiate(target, instances)
-        files = [(item, *stored_file(item)) for item in instances]
-        total = sum(size for _item, _path, size in files)
-        self.audit_retrieve(target, len(files), bytes=total, media_type=answer)
+        one = len(instances) == 1
+        bodies = [stored_whole(item, check=one) for item in instances]
+        total = sum(body.length for body in bodies)
+        self.audit_retrieve(target, len(bodies), bytes=total, media_type=answer)
         if answer == "application/zip":
             entries = [
-                (f"{item.series.series_instance_uid}/{item.sop_instance_uid}.dcm", path)
-                for item, path, _size in files
+                (f"{item.series.series_instance_uid}/{item.sop_instance_uid}.dcm", item)
+                for item in instances
             ]
             return streamed(
                 request,
@@ -717,20 +762,15 @@ class RetrieveView(WadoView):
                 Content_Disposition=f'attachment; filename="{target.uid}.zip"',
             )
         if answer == DICOM:
-            _item, path, size = files[0]
-            return streamed(
-                request,
-                lambda: file_chunks(FileSlice(path, 0, size)),
-                content_type=DICOM,
-                length=size,
-            )
+            body = bodies[0]
+            return streamed(request, body.chunks, content_type=DICOM, length=body.length)
         parts = [
             Part(
                 f"{DICOM}; transfer-syntax={item.transfer_syntax_uid}",
-                FileSlice(path, 0, size),
+                body,
                 self.instance_url(item, target.study),
             )
-            for item, path, size in files
+            for item, body in zip(instances, bodies, strict=True)
         ]
         return multipart_response(request, MultipartBody(parts, DICOM))
 
@@ -969,20 +1009,21 @@ class WadoUriView(WadoView):
         media_type = self.content_type(params.get("contentType", ""))
         if params.get("anonymize", "").lower() == "yes":
             raise DicomWebError(406, "Objects cannot be anonymized here.")
-        path, size = stored_file(target.instance)
         if media_type == DICOM:
             wanted = params.get("transferSyntax")
             stored = target.instance.transfer_syntax_uid
             if wanted and wanted not in {"*", stored}:
                 raise DicomWebError(406, f"Stored as {stored}; objects are not transcoded.")
-            self.audit_retrieve(target, 1, media_type=DICOM, bytes=size)
+            body = stored_whole(target.instance)
+            self.audit_retrieve(target, 1, media_type=DICOM, bytes=body.length)
             return streamed(
                 request,
-                lambda: file_chunks(FileSlice(path, 0, size)),
+                body.chunks,
                 content_type=DICOM,
-                length=size,
+                length=body.length,
                 Content_Disposition=f'attachment; filename="{target.uid}.dcm"',
             )
+        path, _size = stored_file(target.instance)
         image = render(path, self.rendering(media_type))
         self.audit_retrieve(target, 1, media_type=media_type, bytes=len(image))
         return HttpResponse(image, content_type=media_type)

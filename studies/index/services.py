@@ -17,14 +17,21 @@ from django.http import HttpRequest
 from audit.services import audit_record
 from studies.index import selectors
 from studies.index.thumbnails import ThumbnailError, render_thumbnail, write_thumbnail
-from studies.models import Instance, Series, StorageMedium, Study
-from studies.storage import StoragePathError, instance_path, resolve_inside, tenant_root
+from studies.models import Instance, MediumKind, Series, StorageMedium, Study
+from studies.storage import (
+    StoragePathError,
+    instance_chunks,
+    instance_file,
+    instance_path,
+    instance_remove,
+    resolve_inside,
+    tenant_root,
+)
 
 logger = logging.getLogger(__name__)
 
 THUMBNAIL_DIR = ".thumbnails"
 THUMBNAIL_SIZE = 128
-ZIP_CHUNK = 1 << 20
 
 
 # -- view -------------------------------------------------------------------------------------
@@ -57,7 +64,9 @@ def study_delete(
         study = Study.objects.select_for_update().get(pk=study.pk)
         instances = list(Instance.objects.filter(series__study=study).select_related("medium"))
         series = list(Series.objects.filter(study=study))
-        files = [_quietly(instance_path, instance) for instance in instances]
+        on_disk = [i for i in instances if i.medium.kind != MediumKind.S3]
+        objects = [i for i in instances if i.medium.kind == MediumKind.S3]
+        files = [_quietly(instance_file, instance) for instance in on_disk]
         files += [_thumbnail_file(s.thumbnail) for s in series if s.thumbnail]
         freed: dict[int, tuple[int, int]] = {}
         for instance in instances:
@@ -91,9 +100,20 @@ def study_delete(
                 "bytes": deletion.bytes,
             },
         )
-        roots = {instance.medium.root for instance in instances}
+        roots = {instance.medium.root for instance in on_disk}
         transaction.on_commit(lambda: _remove_files([f for f in files if f], roots))
+        transaction.on_commit(lambda: _remove_objects(objects))
     return deletion
+
+
+def _remove_objects(instances: list[Instance]) -> None:
+    """Delete the objects of removed rows (and their cached copies); one that fails is
+    logged and found again by verification as an object no row names."""
+    for instance in instances:
+        try:
+            instance_remove(instance)
+        except OSError:
+            logger.exception("could not remove the object of instance %s", instance.pk)
 
 
 def _quietly(function: Any, *args: Any) -> Path | None:
@@ -213,22 +233,14 @@ class _Pipe:
         return data
 
 
-def study_zip_entries(*, study: Study) -> list[tuple[str, Path]]:
-    """(name in the zip, file on disk) of every instance of the study."""
+def study_zip_entries(*, study: Study) -> list[tuple[str, Instance]]:
+    """(name in the zip, instance) of every instance of the study, in reading order."""
     instances = (
         Instance.objects.filter(series__study=study)
         .select_related("medium", "series")
         .order_by("series__series_number", "series__series_instance_uid", "instance_number", "pk")
     )
-    entries = []
-    for i in instances:
-        try:
-            path = instance_path(i)
-        except StoragePathError:  # a row pointing outside its medium: left out, logged
-            logger.warning("zip: instance %s has no readable path; left out", i.pk)
-            continue
-        entries.append((f"{i.series.series_instance_uid}/{i.sop_instance_uid}.dcm", path))
-    return entries
+    return [(f"{i.series.series_instance_uid}/{i.sop_instance_uid}.dcm", i) for i in instances]
 
 
 def study_download(
@@ -247,12 +259,12 @@ def studies_download(
 ) -> Iterator[bytes]:
     """One zip of several studies, a folder each (named by Study Instance UID); each study's
     download audited as if it were downloaded alone."""
-    entries: list[tuple[str, Path]] = []
+    entries: list[tuple[str, Instance]] = []
     with transaction.atomic():
         for study in studies:
             own = study_zip_entries(study=study)
             prefix = f"{study.study_instance_uid}/" if folders else ""
-            entries += [(prefix + name, path) for name, path in own]
+            entries += [(prefix + name, instance) for name, instance in own]
             audit_record(
                 action="study.download",
                 request=request,
@@ -263,22 +275,26 @@ def studies_download(
     return zip_stream(entries)
 
 
-def zip_stream(entries: list[tuple[str, Path]]) -> Iterator[bytes]:
-    """A stored (uncompressed) zip written chunk by chunk; never the whole archive in memory."""
+def zip_stream(entries: list[tuple[str, Instance]]) -> Iterator[bytes]:
+    """A stored (uncompressed) zip written chunk by chunk from whichever medium holds each
+    instance; never the whole archive, nor a whole object, in memory."""
     return (chunk for chunk in _zip_chunks(entries) if chunk)
 
 
-def _zip_chunks(entries: list[tuple[str, Path]]) -> Iterator[bytes]:
+def _zip_chunks(entries: list[tuple[str, Instance]]) -> Iterator[bytes]:
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_STORED) as archive:
-        for name, path in entries:
+        for name, instance in entries:
+            source = instance_chunks(instance)
             try:
-                source = path.open("rb")
-            except OSError:
-                logger.warning("study download: %s is missing", path)
+                first = next(source, b"")
+            except (OSError, StoragePathError) as error:
+                logger.warning("download: instance %s left out: %s", instance.pk, error)
                 continue
-            with source, archive.open(name, mode="w", force_zip64=True) as entry:
-                while chunk := source.read(ZIP_CHUNK):
+            with archive.open(name, mode="w", force_zip64=True) as entry:
+                entry.write(first)
+                yield pipe.take()
+                for chunk in source:
                     entry.write(chunk)
                     yield pipe.take()
             yield pipe.take()

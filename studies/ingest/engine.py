@@ -29,7 +29,7 @@ from studies.storage import (
     StoragePathError,
     fsync_directories,
     is_inside,
-    resolve_inside,
+    medium_remove,
 )
 
 logger = logging.getLogger(__name__)
@@ -249,10 +249,9 @@ def _remove_replaced(candidate: Candidate, media: dict) -> None:
     if same:
         return
     try:
-        path = resolve_inside(medium.root, Path(medium.root) / str(old["relative_path"]))
-    except StoragePathError:
-        return
-    path.unlink(missing_ok=True)
+        medium_remove(medium, str(old["relative_path"]))
+    except (StoragePathError, OSError):
+        logger.warning("could not remove the replaced copy %s", old["relative_path"])
 
 
 def pending_item_ids(job_id: int) -> list[int]:

@@ -3,6 +3,7 @@ refusal with a reason. No database here; the pure rules live in `studies/dicom.p
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -10,6 +11,9 @@ from studies.dicom import DicomParseError, ParsedInstance, parse_file
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.models import StorageMedium
 from studies.storage import file_sha256, is_inside
+
+if TYPE_CHECKING:
+    from studies.media.objectstore import StoredObject
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Candidate:
     reason: str = ""
     medium: StorageMedium | None = None
     relative_path: str = ""
-    created_file: Path | None = None  # a file this run placed on a medium
+    created_file: "Path | StoredObject | None" = None  # what this run placed on a medium
     quarantined: Path | None = None
     kept_bytes: int = 0  # what `quarantined` holds
     replaced: dict[str, object] = field(default_factory=dict)  # the earlier copy's row

@@ -1,5 +1,6 @@
 """Placing: the quota and the writable media, read once per batch, and each accepted file
-linked into place on the first medium with room, failing over to the next.
+linked into place (or uploaded, on object storage) on the first medium with room, failing
+over to the next.
 
 An indexed file is never overwritten: a replacement gets a name versioned by its SHA-256.
 The index stage holds a lock per SOP Instance UID while files are placed, so a file found at
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from studies.ingest.outcomes import IngestRefused, Refusal
 from studies.ingest.parse import Candidate
+from studies.media.objectstore import ObjectStore, StoredObject
 from studies.models import MediumKind, MediumStatus, StorageMedium
 from studies.storage import (
     StoragePathError,
@@ -39,16 +41,13 @@ class Room:
         self.quarantine_bytes = quarantine_bytes  # refused files count against the quota too
         self.used_bytes = sum(medium.used_bytes for medium in media) + quarantine_bytes
         self.writable = sorted(
-            (
-                m
-                for m in media
-                if m.status == MediumStatus.ONLINE and m.kind == MediumKind.FILESYSTEM
-            ),
+            (m for m in media if m.status == MediumStatus.ONLINE and m.kind in MediumKind.values),
             key=lambda m: (-m.priority, m.pk),
         )
         self.growth: dict[int, int] = {}  # bytes this batch adds per medium
         self._failed: dict[int, str] = {}
         self.directories: set[Path] = set()
+        self._stores: dict[int, ObjectStore] = {}
 
     def quota_check(self, growth: int) -> None:
         """Refuse `growth` more bytes if they would pass the quota (`quota_claim` counts them)."""
@@ -108,6 +107,9 @@ class Room:
         relative: str,
         occupied: tuple[int, str] | None,
     ) -> None:
+        if medium.kind == MediumKind.S3:
+            self._upload_to(medium, candidate, relative, occupied)
+            return
         root = Path(medium.root)
         for name in (relative, versioned_relative_path(relative, candidate.sha256)):
             if occupied == (medium.pk, name):
@@ -130,3 +132,22 @@ class Room:
             self.directories.add(target.parent)
             return
         raise FileExistsError(f"{relative}: no free name")
+
+    def _upload_to(
+        self,
+        medium: StorageMedium,
+        candidate: Candidate,
+        relative: str,
+        occupied: tuple[int, str] | None,
+    ) -> None:
+        """Upload to object storage; returns once the store confirmed the object. No row
+        points at the name (the same lock rule as files), so an orphan is simply replaced."""
+        name = relative
+        if occupied == (medium.pk, relative):
+            name = versioned_relative_path(relative, candidate.sha256)
+        store = self._stores.get(medium.pk)
+        if store is None:
+            store = self._stores[medium.pk] = ObjectStore(medium)
+        store.put_file(candidate.staged, name, sha256=candidate.sha256, size=candidate.size)
+        candidate.medium, candidate.relative_path = medium, name
+        candidate.created_file = StoredObject(store, name)

@@ -20,6 +20,7 @@ from configuration.models import RetentionRule
 from configuration.validators import ALL_MODALITIES
 from studies.index.services import study_delete
 from studies.ingest import Refusal, ingest_job_submit
+from studies.media.objectstore import ObjectMissing, ObjectStore, StoredObject
 from studies.models import (
     IngestItem,
     IngestJob,
@@ -36,6 +37,7 @@ from studies.storage import (
     file_sha256,
     inside_tenant_root,
     instance_path,
+    instance_remove,
     resolve_inside,
     staging_dir,
     tenant_root,
@@ -64,14 +66,18 @@ def _above(medium: StorageMedium, percent: int) -> bool:
 def _destination(source: StorageMedium, size: int) -> StorageMedium | None:
     """The first online medium after `source` by priority that stays below its high mark."""
     candidates = (
-        StorageMedium.objects.filter(status=MediumStatus.ONLINE, kind=MediumKind.FILESYSTEM)
+        StorageMedium.objects.filter(status=MediumStatus.ONLINE)
         .exclude(pk=source.pk)
         .order_by("-priority", "pk")
     )
     for medium in candidates:
-        if (medium.used_bytes + size) * 100 < medium.capacity_bytes * medium.high_watermark:
+        if _has_room(medium, size):
             return medium
     return None
+
+
+def _has_room(medium: StorageMedium, size: int) -> bool:
+    return (medium.used_bytes + size) * 100 < medium.capacity_bytes * medium.high_watermark
 
 
 def _instances_oldest_first(medium: StorageMedium) -> Iterator[Instance]:
@@ -83,14 +89,36 @@ def _instances_oldest_first(medium: StorageMedium) -> Iterator[Instance]:
     )
 
 
+def _copy_verified(instance: Instance, destination: StorageMedium) -> Any:
+    """Copy the instance's bytes to `destination` under its relative name and read them back
+    there; returns what removes the copy, or None (and no copy) if they do not match."""
+    source = instance_path(instance)  # object storage: a copy checked against the index
+    relative = instance.relative_path
+    if destination.kind == MediumKind.S3:
+        store = ObjectStore(destination)
+        store.put_file(source, relative, sha256=instance.sha256, size=instance.size_bytes)
+        copy: Any = StoredObject(store, relative)
+        try:
+            matches = store.sha256(relative) == instance.sha256
+        except OSError:
+            copy.unlink()
+            raise
+    else:
+        copied = write_atomically(source, destination.root, relative)
+        copy = Path(destination.root) / relative
+        matches = copied.sha256 == instance.sha256 and file_sha256(copy) == instance.sha256
+    if not matches:
+        copy.unlink(missing_ok=True)
+        return None
+    return copy
+
+
 def instance_move(*, instance: Instance, destination: StorageMedium) -> bool:
-    """Copy one file to `destination`, verify its SHA-256 there, repoint the index, then
-    delete the source. Returns False (and changes nothing) if the source does not match."""
-    source_path = instance_path(instance)
-    copied = write_atomically(source_path, destination.root, instance.relative_path)
-    target = Path(destination.root) / instance.relative_path
-    if copied.sha256 != instance.sha256 or file_sha256(target) != instance.sha256:
-        target.unlink(missing_ok=True)
+    """Copy one file to `destination` (a disk or a bucket, either way), verify its SHA-256
+    there, repoint the index, then delete the source. Returns False (and changes nothing)
+    if the copy does not match the index."""
+    copy = _copy_verified(instance, destination)
+    if copy is None:
         return False
     try:
         with transaction.atomic():
@@ -106,12 +134,15 @@ def instance_move(*, instance: Instance, destination: StorageMedium) -> bool:
                 used_bytes=F("used_bytes") + instance.size_bytes
             )
     except Instance.DoesNotExist:
-        target.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
         return False
     except BaseException:
-        target.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
         raise
-    source_path.unlink(missing_ok=True)
+    try:
+        instance_remove(instance)
+    except OSError:
+        logger.warning("moved %s; its old copy stays until verification finds it", instance)
     return True
 
 
@@ -120,9 +151,7 @@ def media_migrate_watermarks(*, limit: int | None = None) -> dict[str, Any]:
     file, to the next online medium with room, until the source is below its low mark."""
     limit = batch_limit() if limit is None else limit
     counts: dict[str, Any] = {"media": 0, "moved": 0, "bytes": 0, "skipped": 0, "stuck": 0}
-    sources = StorageMedium.objects.filter(
-        status=MediumStatus.ONLINE, kind=MediumKind.FILESYSTEM
-    ).order_by("-priority", "pk")
+    sources = StorageMedium.objects.filter(status=MediumStatus.ONLINE).order_by("-priority", "pk")
     for source in sources:
         if not _above(source, source.high_watermark):
             continue
@@ -202,7 +231,7 @@ def retention_apply(*, limit: int | None = None) -> dict[str, Any]:
 
 # -- verification -----------------------------------------------------------------------------
 
-PROBLEMS = ("missing", "size_mismatch", "checksum_mismatch", "orphans")
+PROBLEMS = ("missing", "size_mismatch", "checksum_mismatch", "orphans", "unreadable")
 
 
 def _ignored(name: str) -> bool:
@@ -216,6 +245,27 @@ def _files_on_disk(root: Path) -> Iterator[str]:
         for filename in filenames:
             if not _ignored(filename):
                 yield os.path.relpath(os.path.join(dirpath, filename), root)
+
+
+def _stored_size_and_digest(medium: StorageMedium, relative: str) -> tuple[int, Any]:
+    """The stored file's size now, and how to hash it (read only if the size matched)."""
+    if medium.kind == MediumKind.S3:
+        store = ObjectStore(medium)
+        stat = store.stat(relative)
+        if stat is None:
+            raise ObjectMissing(relative)
+        return stat.size, lambda: store.sha256(relative)
+    path = resolve_inside(medium.root, Path(medium.root) / relative)
+    return path.stat().st_size, lambda: file_sha256(path)
+
+
+def _stored_names(medium: StorageMedium) -> Iterator[str]:
+    if medium.kind == MediumKind.S3:
+        for relative, _size in ObjectStore(medium).walk():
+            if not _ignored(relative.rsplit("/", 1)[-1]):
+                yield relative
+        return
+    yield from _files_on_disk(Path(medium.root))
 
 
 def storage_verify(*, after_id: int = 0, limit: int | None = None) -> dict[str, Any]:
@@ -236,7 +286,7 @@ def storage_verify(*, after_id: int = 0, limit: int | None = None) -> dict[str, 
         if len(details) < DETAILS_CAP:
             details.append({"medium": medium.name, "problem": problem, "path": path, "note": note})
 
-    checkable = StorageMedium.objects.filter(kind=MediumKind.FILESYSTEM).exclude(
+    checkable = StorageMedium.objects.exclude(
         status__in=[MediumStatus.OFFLINE, MediumStatus.RETIRED]
     )
     by_pk = {medium.pk: medium for medium in checkable}
@@ -254,14 +304,19 @@ def storage_verify(*, after_id: int = 0, limit: int | None = None) -> dict[str, 
         media[medium.name]["checked"] += 1
         report["checked"] += 1
         try:
-            path = resolve_inside(medium.root, Path(medium.root) / relative)
-            actual = path.stat().st_size
-        except (OSError, StoragePathError):
+            actual, digest = _stored_size_and_digest(medium, relative)
+        except ObjectMissing:
             found(medium, "missing", relative)
+            continue
+        except (OSError, StoragePathError) as error:
+            if medium.kind == MediumKind.S3:  # the endpoint failed: not a verdict on the file
+                found(medium, "unreadable", relative, str(error)[:200])
+            else:
+                found(medium, "missing", relative)
             continue
         if actual != size:
             found(medium, "size_mismatch", relative, f"index {size} bytes, file {actual}")
-        elif file_sha256(path) != sha:
+        elif digest() != sha:
             found(medium, "checksum_mismatch", relative)
     report["cursor"] = last if len(batch) > limit else 0
     if after_id == 0:
@@ -269,9 +324,12 @@ def storage_verify(*, after_id: int = 0, limit: int | None = None) -> dict[str, 
             indexed = set(
                 Instance.objects.filter(medium=medium).values_list("relative_path", flat=True)
             )
-            for relative in _files_on_disk(Path(medium.root)):
-                if relative not in indexed:
-                    found(medium, "orphans", relative)
+            try:
+                for relative in _stored_names(medium):
+                    if relative not in indexed:
+                        found(medium, "orphans", relative)
+            except OSError as error:
+                found(medium, "unreadable", "", str(error)[:200])
     report["media"], report["details"] = media, details
     return report
 

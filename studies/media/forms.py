@@ -5,7 +5,7 @@ from typing import Any
 
 from django import forms
 
-from studies.models import MediumKind, MediumStatus, StorageMedium
+from studies.models import AddressingStyle, MediumKind, MediumStatus, StorageMedium
 
 GIB = 1 << 30
 # Service error keys that a form shows under a differently named field.
@@ -20,7 +20,7 @@ class MediumForm(forms.Form):
         widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off"}),
     )
     kind = forms.ChoiceField(choices=MediumKind.choices, initial=MediumKind.FILESYSTEM)
-    root = forms.CharField(max_length=1024, label="Directory")
+    root = forms.CharField(max_length=1024, label="Directory", required=False)
     capacity_gib = forms.DecimalField(
         label="Capacity (GiB)",
         max_digits=16,
@@ -41,6 +41,73 @@ class MediumForm(forms.Form):
         initial=0, help_text="New images go to the online medium with the highest priority."
     )
     status = forms.ChoiceField(choices=MediumStatus.choices, initial=MediumStatus.ONLINE)
+    # Object storage (kind s3); the service checks them (and probes the bucket) on save.
+    endpoint_url = forms.CharField(
+        max_length=255,
+        required=False,
+        label="Endpoint",
+        help_text="Empty for AWS S3; otherwise the S3 API's URL, e.g. https://s3.example.org "
+        "(plain http only for endpoints the platform lists).",
+        widget=forms.URLInput(attrs={"placeholder": "https://s3.example.org"}),
+    )
+    region = forms.CharField(max_length=64, required=False, initial="us-east-1")
+    bucket = forms.CharField(max_length=63, required=False)
+    prefix = forms.CharField(
+        max_length=200,
+        required=False,
+        label="Key prefix",
+        help_text="Optional folder in the bucket; the archive adds a folder of its own below.",
+    )
+    addressing_style = forms.ChoiceField(
+        choices=AddressingStyle.choices,
+        initial=AddressingStyle.PATH,
+        required=False,
+        label="Addressing",
+        help_text="Path style suits MinIO and most on-premises stores; virtual host suits AWS.",
+    )
+    access_key_id = forms.CharField(
+        max_length=128,
+        required=False,
+        label="Access key ID",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    secret_key = forms.CharField(
+        max_length=1024,
+        required=False,
+        label="Secret access key",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}, render_value=False),
+        help_text="Stored sealed; it is never shown again.",
+    )
+
+    GENERAL = (
+        "name",
+        "kind",
+        "capacity_gib",
+        "high_watermark",
+        "low_watermark",
+        "priority",
+        "status",
+    )
+    DIRECTORY = ("root",)
+    OBJECT_STORAGE = (
+        "endpoint_url",
+        "region",
+        "bucket",
+        "prefix",
+        "addressing_style",
+        "access_key_id",
+        "secret_key",
+    )
+
+    def groups(self) -> dict[str, list[forms.BoundField]]:
+        """The form's fields by fieldset: general, directory (filesystem), object storage."""
+        pick = lambda names: [self[n] for n in names if n in self.fields]  # noqa: E731
+        return {
+            "general": pick(self.GENERAL),
+            "directory": pick(self.DIRECTORY),
+            "object_storage": pick(self.OBJECT_STORAGE),
+        }
 
     def __init__(self, *args: Any, allowed_root: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -55,6 +122,9 @@ class MediumForm(forms.Form):
         data = dict(self.cleaned_data)
         if "capacity_gib" in data:
             data["capacity_bytes"] = int(data.pop("capacity_gib") * GIB)
+        if data.get("kind") != MediumKind.S3:
+            for name in self.OBJECT_STORAGE:
+                data.pop(name, None)
         return data
 
     def add_service_errors(self, errors: dict[str, list[str]]) -> None:
@@ -74,17 +144,28 @@ class MediumEditForm(MediumForm):
             "high_watermark": medium.high_watermark,
             "low_watermark": medium.low_watermark,
             "priority": medium.priority,
+            "endpoint_url": medium.endpoint_url,
+            "region": medium.region,
+            "addressing_style": medium.addressing_style,
+            "access_key_id": medium.access_key_id,
             **(kwargs.get("initial") or {}),
         }
         super().__init__(*args, **kwargs)
         del self.fields["kind"], self.fields["status"]
-        if medium.kind != MediumKind.FILESYSTEM:
-            del self.fields["root"]
+        if medium.kind == MediumKind.S3:
+            del self.fields["root"], self.fields["bucket"], self.fields["prefix"]
+            self.fields["secret_key"].help_text = "Leave empty to keep the stored one."
+        else:
+            for name in self.OBJECT_STORAGE:
+                del self.fields[name]
+            self.fields["root"].required = True
 
     def service_arguments(self) -> dict[str, Any]:
         # An untouched, rounded GiB figure must not nudge the exact capacity in bytes.
         changed = set(self.changed_data)
         data = {k: v for k, v in self.cleaned_data.items() if k in changed}
+        if not data.get("secret_key"):
+            data.pop("secret_key", None)
         if "capacity_gib" in data:
             data["capacity_bytes"] = int(data.pop("capacity_gib") * GIB)
         return data

@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -19,15 +20,21 @@ from django.utils import timezone
 from audit.models import Outcome
 from audit.services import audit_record
 from portal import units
-from studies.models import MediumKind, MediumStatus, StorageMedium
+from portal.sealing import seal
+from studies.media import objectstore
+from studies.models import AddressingStyle, MediumKind, MediumStatus, StorageMedium
 from studies.storage import MeasuredUsage, StoragePathError, measure_usage, resolve_inside
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
+logger = logging.getLogger(__name__)
+
 PROBE_BYTES = 8 << 20
 PRIORITY_LIMIT = 1_000_000
-S3_REFUSED = "Object storage media arrive in a later release; choose a filesystem directory."
+S3_PROBE_BYTES = 1 << 20
+SECRET_FIELD = "secret_key"  # noqa: S105 (a form field's name)
+S3_FIELDS = ("endpoint_url", "region", "bucket", "addressing_style", "access_key_id")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class ProbeResult:
     write_mb_per_s: float | None = None
     read_mb_per_s: float | None = None
     mount_point: str = ""
+    latency_ms: float | None = None
 
 
 def size_text(value: int) -> str:
@@ -128,7 +136,7 @@ def _field_errors(
     if medium.kind not in MediumKind.values:
         errors["kind"] = "Choose a kind of medium."
     elif medium.kind == MediumKind.S3:
-        errors["kind"] = S3_REFUSED
+        errors.update(_object_storage_errors(medium))
     if medium.status not in MediumStatus.values:
         errors["status"] = "Choose online, read-only, offline or retired."
     if not 0 < medium.low_watermark < medium.high_watermark:
@@ -142,6 +150,38 @@ def _field_errors(
     elif check_quota and (quota := _quota_error(medium, tenant)):
         errors["capacity_bytes"] = quota
     return errors
+
+
+def _object_storage_errors(medium: StorageMedium) -> dict[str, str]:
+    """The rules of an object storage medium's location that need no request."""
+    errors: dict[str, str] = {}
+    medium.endpoint_url = medium.endpoint_url.strip().rstrip("/")
+    medium.region, medium.bucket = medium.region.strip(), medium.bucket.strip()
+    medium.access_key_id = medium.access_key_id.strip()
+    if why := objectstore.endpoint_error(medium.endpoint_url):
+        errors["endpoint_url"] = why
+    if len(medium.region) > 64 or not all(c.isalnum() or c == "-" for c in medium.region):
+        errors["region"] = "A region is letters, digits and hyphens (e.g. eu-central-1)."
+    if why := objectstore.bucket_error(medium.bucket):
+        errors["bucket"] = why
+    if medium.addressing_style not in AddressingStyle.values:
+        errors["addressing_style"] = "Choose path style or virtual host."
+    if not medium.access_key_id or len(medium.access_key_id) > 128:
+        errors["access_key_id"] = "Enter the access key ID (at most 128 characters)."
+    elif not medium.access_key_id.isprintable() or " " in medium.access_key_id:
+        errors["access_key_id"] = "An access key ID has no spaces or control characters."
+    return errors
+
+
+def _object_probe_error(medium: StorageMedium, secret_key: str | None) -> str:
+    """Put, read back and delete a small object: credentials and bucket proven, or why not."""
+    try:
+        timings = objectstore.ObjectStore(medium, secret_key=secret_key).probe(4096)
+    except OSError as error:
+        return str(error)
+    if not timings["matches"]:
+        return "The probe object read back differs from what was written."
+    return ""
 
 
 def _quota_error(medium: StorageMedium, tenant: "Tenant") -> str:
@@ -215,10 +255,15 @@ EDITABLE_FIELDS = (
 
 
 def _snapshot(medium: StorageMedium) -> dict[str, Any]:
-    return {field: getattr(medium, field) for field in EDITABLE_FIELDS} | {
+    """What the audit log records of a medium (never a secret: only whether one changed)."""
+    snapshot = {field: getattr(medium, field) for field in EDITABLE_FIELDS} | {
         "kind": medium.kind,
         "status": medium.status,
     }
+    if medium.kind == MediumKind.S3:
+        snapshot |= {field: getattr(medium, field) for field in S3_FIELDS}
+        snapshot["secret_key"] = hashlib.sha256(medium.secret_key_sealed.encode()).hexdigest()[:12]
+    return snapshot
 
 
 def medium_create(
@@ -232,10 +277,18 @@ def medium_create(
     priority: int = 0,
     status: str = MediumStatus.ONLINE,
     kind: str = MediumKind.FILESYSTEM,
+    endpoint_url: str = "",
+    region: str = "",
+    bucket: str = "",
+    prefix: str = "",
+    addressing_style: str = AddressingStyle.PATH,
+    access_key_id: str = "",
+    secret_key: str = "",
     request: HttpRequest | None = None,
     actor: Any = None,
 ) -> StorageMedium:
-    """Add a medium after every rule passed; its directory is created and proven writable."""
+    """Add a medium after every rule passed: a directory is created and proven writable; a
+    bucket is proven by putting, reading back and deleting a probe object."""
     medium = StorageMedium(
         name=name,
         kind=kind,
@@ -245,7 +298,21 @@ def medium_create(
         low_watermark=low_watermark,
         priority=priority,
         status=status,
+        endpoint_url=endpoint_url or "",
+        region=region or "",
+        bucket=bucket or "",
+        addressing_style=addressing_style or AddressingStyle.PATH,
+        access_key_id=access_key_id or "",
     )
+    if kind == MediumKind.S3:
+        return _object_medium_create(
+            medium,
+            tenant,
+            prefix=prefix or "",
+            secret_key=secret_key or "",
+            request=request,
+            actor=actor,
+        )
     with transaction.atomic():
         others = _locked_media()
         errors = _field_errors(medium, tenant, others, check_quota=True)
@@ -275,6 +342,40 @@ def medium_create(
     return medium
 
 
+def _object_medium_create(
+    medium: StorageMedium,
+    tenant: "Tenant",
+    *,
+    prefix: str,
+    secret_key: str,
+    request: HttpRequest | None,
+    actor: Any,
+) -> StorageMedium:
+    with transaction.atomic():
+        others = _locked_media()
+        errors = _field_errors(medium, tenant, others, check_quota=True)
+        if why := objectstore.prefix_error(prefix):
+            errors["prefix"] = why
+        if not secret_key or len(secret_key) > 1024:
+            errors[SECRET_FIELD] = "Enter the secret access key."
+        _raise_if(errors)
+        medium.key_prefix = objectstore.medium_key_prefix(prefix, tenant.schema_name)
+        medium.root = f"s3://{medium.bucket}/{medium.key_prefix}"
+        if why := _object_probe_error(medium, secret_key):
+            raise ValidationError({"bucket": f"The bucket cannot be used: {why}"})
+        medium.save()
+        medium.secret_key_sealed = seal(secret_key, context=objectstore.seal_context(medium))
+        medium.save(update_fields=["secret_key_sealed"])
+        audit_record(
+            action="medium.create",
+            request=request,
+            actor=actor,
+            target=medium,
+            details=_snapshot(medium),
+        )
+    return medium
+
+
 def medium_update(
     *,
     tenant: "Tenant",
@@ -285,12 +386,19 @@ def medium_update(
     high_watermark: int | None = None,
     low_watermark: int | None = None,
     priority: int | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    addressing_style: str | None = None,
+    access_key_id: str | None = None,
+    secret_key: str | None = None,
     request: HttpRequest | None = None,
     actor: Any = None,
 ) -> StorageMedium:
     """Change what was given (None keeps a value); the same rules as creation apply.
 
     A root can only move while the current one holds no files: the index would lose them.
+    An object storage medium keeps its bucket and prefix; new credentials or a new endpoint
+    are proven with a probe object before they are saved (an empty secret keeps the old).
     """
     given = {
         "name": name,
@@ -299,6 +407,12 @@ def medium_update(
         "high_watermark": high_watermark,
         "low_watermark": low_watermark,
         "priority": priority,
+    }
+    reach = {
+        "endpoint_url": endpoint_url,
+        "region": region,
+        "addressing_style": addressing_style,
+        "access_key_id": access_key_id,
     }
     with transaction.atomic():
         others = _locked_media()
@@ -309,10 +423,24 @@ def medium_update(
         for field, value in given.items():
             if value is not None and field != "root":
                 setattr(current, field, value)
+        new_secret = secret_key or None
+        reach_changed = current.kind == MediumKind.S3 and (
+            new_secret is not None
+            or any(v is not None and v != getattr(current, f) for f, v in reach.items())
+        )
+        if current.kind == MediumKind.S3:
+            for field, value in reach.items():
+                if value is not None:
+                    setattr(current, field, value)
         # A medium that does not grow keeps its share even if the quota was lowered since.
         grows = capacity_bytes is not None and capacity_bytes > before["capacity_bytes"]
         errors = _field_errors(current, tenant, others, check_quota=grows)
-        errors.pop("kind", None)  # an existing medium's kind is not being changed here
+        if current.kind != MediumKind.S3:
+            errors.pop("kind", None)  # an existing medium's kind is not being changed here
+        if new_secret is not None and len(new_secret) > 1024:
+            errors[SECRET_FIELD] = "A secret access key has at most 1024 characters."
+        if reach_changed and not errors and (why := _object_probe_error(current, new_secret)):
+            errors["access_key_id"] = f"The new settings do not reach the bucket: {why}"
         new_root: Path | None = None
         if root is not None and current.kind == MediumKind.FILESYSTEM:
             try:
@@ -327,6 +455,8 @@ def medium_update(
         created = _prepare_root(new_root) if new_root is not None else None
         if new_root is not None:
             current.root = str(new_root)
+        if new_secret is not None:
+            current.secret_key_sealed = seal(new_secret, context=objectstore.seal_context(current))
         changes = {
             field: [before[field], value]
             for field, value in _snapshot(current).items()
@@ -366,8 +496,8 @@ def _move_errors(
 
 def _check_writable_now(medium: StorageMedium, tenant: "Tenant") -> str:
     """Why an existing medium cannot take new files at its root right now ('' if it can)."""
-    if medium.kind != MediumKind.FILESYSTEM:
-        return S3_REFUSED
+    if medium.kind == MediumKind.S3:
+        return _object_probe_error(medium, None)
     try:
         root = resolve_inside(_allowed_root(tenant), medium.root)
     except StoragePathError:
@@ -432,11 +562,7 @@ def medium_delete(
         current = StorageMedium.objects.select_for_update().filter(pk=medium.pk).first()
         if current is None:
             raise StorageMedium.DoesNotExist(f"Medium {medium.pk} was deleted meanwhile.")
-        usage = (
-            measure_usage(current.root)
-            if current.kind == MediumKind.FILESYSTEM
-            else MeasuredUsage(bytes=current.used_bytes, files=current.file_count)
-        )
+        usage = medium_usage_now(current)
         if usage.files or usage.bytes:
             raise ValidationError(
                 f"Medium “{current.name}” holds {usage.files} "
@@ -513,9 +639,33 @@ def _probe_directory(root: Path, size: int) -> ProbeResult:
     )
 
 
+def _probe_object_store(medium: StorageMedium, size: int) -> ProbeResult:
+    size = min(size, S3_PROBE_BYTES)
+    try:
+        timings = objectstore.ObjectStore(medium).probe(size)
+    except OSError as error:
+        return ProbeResult(ok=False, message=f"Probe of {medium.root} failed: {error}")
+    if not timings["matches"]:
+        return ProbeResult(
+            ok=False, message=f"The {size_text(size)} read back from {medium.root} differ."
+        )
+    seconds = lambda key: max(timings[key], 0.001) / 1000  # noqa: E731
+    return ProbeResult(
+        ok=True,
+        message=(
+            f"Put, read back and deleted {size_text(size)} in {medium.root}: bucket check "
+            f"{timings['head_ms']} ms, put {timings['put_ms']} ms, get {timings['get_ms']} ms, "
+            f"delete {timings['delete_ms']} ms."
+        ),
+        write_mb_per_s=round(size / seconds("put_ms") / 1e6, 1),
+        read_mb_per_s=round(size / seconds("get_ms") / 1e6, 1),
+        latency_ms=timings["head_ms"],
+    )
+
+
 def _probe(medium: StorageMedium, tenant: "Tenant", size: int) -> ProbeResult:
-    if medium.kind != MediumKind.FILESYSTEM:
-        return ProbeResult(ok=False, message=S3_REFUSED)
+    if medium.kind == MediumKind.S3:
+        return _probe_object_store(medium, size)
     try:
         root = resolve_inside(_allowed_root(tenant), medium.root)
     except StoragePathError:
@@ -576,14 +726,26 @@ def medium_probe(
     return result
 
 
+def medium_usage_now(medium: StorageMedium) -> MeasuredUsage:
+    """Bytes and files the medium holds now: walked on a disk, listed in a bucket (probe
+    objects and other dot names left out, as on a disk they are counted)."""
+    if medium.kind == MediumKind.S3:
+        return objectstore.ObjectStore(medium).usage()
+    return measure_usage(medium.root)
+
+
 def media_measure_usage() -> Iterator[tuple[StorageMedium, MeasuredUsage]]:
-    """Measure each filesystem medium that is not retired and store the figures."""
-    media = StorageMedium.objects.filter(kind=MediumKind.FILESYSTEM).exclude(
-        status__in=[MediumStatus.RETIRED, MediumStatus.OFFLINE]
-    )
+    """Measure each medium that is not retired or offline and store the figures; a bucket
+    that cannot be listed keeps its last figures. Trims the object cache on the way."""
+    media = StorageMedium.objects.exclude(status__in=[MediumStatus.RETIRED, MediumStatus.OFFLINE])
     for medium in media:
-        usage = measure_usage(medium.root)
+        try:
+            usage = medium_usage_now(medium)
+        except OSError as error:
+            logger.warning("usage of medium %s not measured: %s", medium.name, error)
+            continue
         StorageMedium.objects.filter(pk=medium.pk).update(
             used_bytes=usage.bytes, file_count=usage.files, usage_measured_at=timezone.now()
         )
         yield medium, usage
+    objectstore.cache_trim()

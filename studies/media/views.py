@@ -16,7 +16,6 @@ from portal.pagination import ClampedPagesMixin
 from studies.media import selectors, services
 from studies.media.forms import MediumEditForm, MediumFilterForm, MediumForm, MediumStatusForm
 from studies.models import MediumStatus, StorageMedium
-from studies.storage import measure_usage
 
 
 def _tenant(request: HttpRequest) -> Any:
@@ -171,7 +170,12 @@ class MediumDeleteView(CapabilityRequiredMixin, MediumMixin, TemplateView):
     template_name = "studies/medium_delete.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return super().get_context_data(usage=measure_usage(self.medium.root), **kwargs)
+        try:
+            usage = services.medium_usage_now(self.medium)
+        except OSError as error:
+            messages.error(self.request, f"The medium cannot be measured now: {error}")
+            usage = None
+        return super().get_context_data(usage=usage, **kwargs)
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         try:
