@@ -42,14 +42,25 @@ def _parse(networks: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(net.strip(), strict=False) for net in networks if net.strip())
 
 
-def address_allowed(address: str) -> bool:
-    """Whether the policy lets the archive connect to this IP address."""
+def _ip(address: str) -> IPAddress:
     ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    if any(ip in network for network in allowed_networks()):
-        return True
+    return ip
+
+
+def publicly_routable(address: str) -> bool:
+    """A global unicast address: not loopback, private, link-local (cloud metadata) or
+    reserved, whatever PORTAL_DICOM_ALLOWED_NETWORKS says."""
+    ip = _ip(address)
     return ip.is_global and not ip.is_multicast
+
+
+def address_allowed(address: str) -> bool:
+    """Whether the policy lets the archive connect to this IP address (DICOM peers)."""
+    if any(_ip(address) in network for network in allowed_networks()):
+        return True
+    return publicly_routable(address)
 
 
 def resolve(host: str, port: int) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,7 +18,7 @@ from django.core.validators import validate_email
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django_tenants.utils import schema_context
+from django_tenants.utils import schema_context, schema_exists
 
 from accounts.models import Role, User
 from accounts.selectors import active_user_count
@@ -397,6 +398,7 @@ def tenant_purge(*, tenant: Tenant, actor: str = "system") -> Tenant:
     root = Path(tenant.storage_root)
     # Never remove anything outside the storage root, whatever the row says.
     root = resolve_inside(settings.PORTAL_STORAGE_ROOT, root)
+    buckets = _object_stores(tenant)  # their rows go with the schema
     with transaction.atomic():
         tenant = _transition(
             tenant, "purge", actor, schema=tenant.schema_name, storage_root=str(root)
@@ -406,7 +408,29 @@ def tenant_purge(*, tenant: Tenant, actor: str = "system") -> Tenant:
     # Files go after the commit: a failed transaction must not lose data.
     if root != Path(settings.PORTAL_STORAGE_ROOT).resolve():
         shutil.rmtree(root, ignore_errors=True)
+    for store in buckets:
+        try:
+            store.delete_all()
+        except OSError:
+            logger.exception("objects of purged tenant %s left in %s", tenant.slug, store.bucket)
     return tenant
+
+
+def _object_stores(tenant: Tenant) -> list[Any]:
+    """The object storage media of a tenant whose schema still exists, ready to empty."""
+    from studies.media.objectstore import ObjectStore
+    from studies.models import MediumKind
+
+    if not schema_exists(tenant.schema_name):
+        return []
+    stores = []
+    with schema_context(tenant.schema_name):
+        for medium in StorageMedium.objects.filter(kind=MediumKind.S3):
+            try:
+                stores.append(ObjectStore(medium))
+            except OSError:
+                logger.exception("objects of medium %s cannot be reached", medium.name)
+    return stores
 
 
 def tenants_due_for_purge() -> list[Tenant]:

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts.permissions import Capability, request_allows
-from studies.models import MediumKind, MediumStatus, StorageMedium
+from studies.models import AddressingStyle, MediumKind, MediumStatus, StorageMedium
 
 # Wide bounds only keep values inside the database columns; the services give the real
 # messages (watermarks 0 < low < high <= 100, capacity within the quota...).
@@ -19,13 +19,39 @@ class MediumCreateInput(serializers.Serializer):
     # The metaclass pops declared fields, so `root` does not shadow Field.root at runtime.
     root = serializers.CharField(  # type: ignore[assignment]
         max_length=1024,
-        help_text="Directory inside the tenant's allowed root (absolute, or relative to it).",
+        required=False,
+        default="",
+        help_text="Filesystem media: directory inside the tenant's allowed root (absolute, or "
+        "relative to it). Object storage media: leave out; the bucket and prefix say where.",
     )
     capacity_bytes = serializers.IntegerField(min_value=-BIG, max_value=BIG)
     high_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, default=90)
     low_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, default=80)
     priority = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, default=0)
     status = serializers.ChoiceField(choices=MediumStatus.choices, default=MediumStatus.ONLINE)
+    endpoint_url = serializers.CharField(
+        max_length=1024, required=False, default="", help_text="S3 API endpoint (https://...)."
+    )
+    region = serializers.CharField(max_length=64, required=False, default="")
+    bucket = serializers.CharField(max_length=63, required=False, default="")
+    prefix = serializers.CharField(
+        max_length=512,
+        required=False,
+        default="",
+        help_text="Optional key prefix inside the bucket; the portal adds its own segment.",
+    )
+    addressing_style = serializers.ChoiceField(
+        choices=AddressingStyle.choices, default=AddressingStyle.PATH
+    )
+    access_key_id = serializers.CharField(max_length=128, required=False, default="")
+    secret_key = serializers.CharField(
+        max_length=1024,
+        required=False,
+        default="",
+        write_only=True,
+        style={"input_type": "password"},
+        help_text="Sealed at rest and never returned.",
+    )
 
 
 class MediumUpdateInput(serializers.Serializer):
@@ -35,6 +61,17 @@ class MediumUpdateInput(serializers.Serializer):
     high_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, required=False)
     low_watermark = serializers.IntegerField(min_value=-SMALL, max_value=SMALL, required=False)
     priority = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False)
+    endpoint_url = serializers.CharField(max_length=1024, required=False)
+    region = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    addressing_style = serializers.ChoiceField(choices=AddressingStyle.choices, required=False)
+    access_key_id = serializers.CharField(max_length=128, required=False)
+    secret_key = serializers.CharField(
+        max_length=1024,
+        required=False,
+        write_only=True,
+        style={"input_type": "password"},
+        help_text="Replaces the sealed secret; leave out to keep it.",
+    )
 
 
 class MediumStatusInput(serializers.Serializer):
@@ -42,8 +79,16 @@ class MediumStatusInput(serializers.Serializer):
 
 
 # Shown only to callers with Capability.SERVER_DETAILS (admins): where the files live on the
-# server, and probe messages that name those directories.
-SERVER_DETAIL_FIELDS = ("root", "last_probe_message")
+# server or in which bucket, and probe messages that name them. The secret is never shown.
+OBJECT_STORE_FIELDS = (
+    "endpoint_url",
+    "region",
+    "bucket",
+    "key_prefix",
+    "addressing_style",
+    "access_key_id",
+)
+SERVER_DETAIL_FIELDS = ("root", "last_probe_message", *OBJECT_STORE_FIELDS)
 
 
 class MediumOutput(serializers.ModelSerializer):
@@ -70,6 +115,7 @@ class MediumOutput(serializers.ModelSerializer):
             "name",
             "kind",
             "root",
+            *OBJECT_STORE_FIELDS,
             "capacity_bytes",
             "high_watermark",
             "low_watermark",
@@ -94,6 +140,9 @@ class ProbeOutput(serializers.Serializer):
     write_mb_per_s = serializers.FloatField(allow_null=True)
     read_mb_per_s = serializers.FloatField(allow_null=True)
     mount_point = serializers.CharField(allow_blank=True)
+    latency_ms = serializers.FloatField(
+        allow_null=True, help_text="Object storage: one bucket round trip (HEAD), in milliseconds."
+    )
 
 
 class UsageOutput(serializers.Serializer):

@@ -9,7 +9,7 @@ from studies.models import AddressingStyle, MediumKind, MediumStatus, StorageMed
 
 GIB = 1 << 30
 # Service error keys that a form shows under a differently named field.
-FORM_FIELD_FOR = {"capacity_bytes": "capacity_gib"}
+FORM_FIELD_FOR = {"capacity_bytes": "capacity_gib", "prefix": "key_prefix"}
 
 
 class MediumForm(forms.Form):
@@ -52,7 +52,8 @@ class MediumForm(forms.Form):
     )
     region = forms.CharField(max_length=64, required=False, initial="us-east-1")
     bucket = forms.CharField(max_length=63, required=False)
-    prefix = forms.CharField(
+    # Not `prefix`: that is the form's own attribute (the prefix of its field names).
+    key_prefix = forms.CharField(
         max_length=200,
         required=False,
         label="Key prefix",
@@ -94,7 +95,7 @@ class MediumForm(forms.Form):
         "endpoint_url",
         "region",
         "bucket",
-        "prefix",
+        "key_prefix",
         "addressing_style",
         "access_key_id",
         "secret_key",
@@ -125,6 +126,8 @@ class MediumForm(forms.Form):
         if data.get("kind") != MediumKind.S3:
             for name in self.OBJECT_STORAGE:
                 data.pop(name, None)
+        elif "key_prefix" in data:
+            data["prefix"] = data.pop("key_prefix")
         return data
 
     def add_service_errors(self, errors: dict[str, list[str]]) -> None:
@@ -153,7 +156,7 @@ class MediumEditForm(MediumForm):
         super().__init__(*args, **kwargs)
         del self.fields["kind"], self.fields["status"]
         if medium.kind == MediumKind.S3:
-            del self.fields["root"], self.fields["bucket"], self.fields["prefix"]
+            del self.fields["root"], self.fields["bucket"], self.fields["key_prefix"]
             self.fields["secret_key"].help_text = "Leave empty to keep the stored one."
         else:
             for name in self.OBJECT_STORAGE:

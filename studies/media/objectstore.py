@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from configuration.egress import address_allowed
+from configuration.egress import publicly_routable
 from portal.sealing import SealBroken, unseal
 from studies.storage import CHUNK, MeasuredUsage
 
@@ -87,7 +87,7 @@ def endpoint_error(url: str) -> str:
         except (OSError, UnicodeError):
             return f"{parts.hostname} does not resolve."
         addresses = {str(entry[4][0]) for entry in entries}
-    if not all(address_allowed(address) for address in addresses):
+    if not all(publicly_routable(address) for address in addresses):
         return (
             f"The archive does not connect to {parts.hostname}: it is an internal address. "
             "The platform administrator can list the endpoint in PORTAL_S3_ALLOWED_ENDPOINTS."
@@ -294,6 +294,7 @@ class ObjectStore:
         """Upload `source` under `relative`; returns once the store has confirmed it."""
         key = self.key(relative)
         metadata = {"sha256": sha256}
+        failures: tuple[type[BaseException], ...] = (*_failures(), OSError)
         try:
             if size < settings.PORTAL_S3_MULTIPART_BYTES:
                 with source.open("rb") as body:
@@ -323,7 +324,7 @@ class ObjectStore:
                         multipart_threshold=part, multipart_chunksize=part, use_threads=False
                     ),
                 )
-        except (*_failures(), OSError) as error:
+        except failures as error:
             if isinstance(error, ObjectStoreError):
                 raise
             raise self._fail("storing", relative, error) from error
@@ -439,10 +440,30 @@ class ObjectStore:
 
     def usage(self) -> MeasuredUsage:
         total = files = 0
-        for _relative, size in self.walk():
+        for relative, size in self.walk():
+            if relative.startswith("."):
+                continue  # probe objects, as dot files on a disk
             total += size
             files += 1
         return MeasuredUsage(bytes=total, files=files)
+
+    def delete_all(self) -> int:
+        """Remove every object and unfinished upload below the medium's prefix (a purged
+        tenant's); returns how many objects went."""
+        removed, batch = 0, []
+        try:
+            for relative, _size in self.walk():
+                batch.append({"Key": self.prefix + relative})
+                if len(batch) == 1000:
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+                    removed, batch = removed + len(batch), []
+            if batch:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+                removed += len(batch)
+        except _failures() as error:
+            raise self._fail("removing", "", error) from error
+        self.abort_stale_uploads(older_than_seconds=0)
+        return removed
 
     def abort_stale_uploads(self, *, older_than_seconds: int = 86400) -> int:
         """Abort multipart uploads below the prefix that were started long ago (a killed
@@ -475,7 +496,12 @@ class ObjectStore:
         timings: dict[str, Any] = {}
         try:
             started = time.perf_counter()
-            self.client.head_bucket(Bucket=self.bucket)
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except _failures() as error:
+                if _missing(error):  # a HEAD's 404 has no body to name the code
+                    raise ObjectStoreError(f"{self.bucket}: the bucket does not exist") from error
+                raise
             timings["head_ms"] = round((time.perf_counter() - started) * 1000, 1)
             started = time.perf_counter()
             self.client.put_object(

@@ -736,10 +736,13 @@ def medium_usage_now(medium: StorageMedium) -> MeasuredUsage:
 
 def media_measure_usage() -> Iterator[tuple[StorageMedium, MeasuredUsage]]:
     """Measure each medium that is not retired or offline and store the figures; a bucket
-    that cannot be listed keeps its last figures. Trims the object cache on the way."""
+    that cannot be listed keeps its last figures. Aborts multipart uploads a killed worker
+    left in a bucket a day ago or more, and trims the object cache on the way."""
     media = StorageMedium.objects.exclude(status__in=[MediumStatus.RETIRED, MediumStatus.OFFLINE])
     for medium in media:
         try:
+            if medium.kind == MediumKind.S3:
+                objectstore.ObjectStore(medium).abort_stale_uploads()
             usage = medium_usage_now(medium)
         except OSError as error:
             logger.warning("usage of medium %s not measured: %s", medium.name, error)

@@ -27,6 +27,7 @@ SECRETS = {
     "DATABASE_OWNER_URL",
     "PORTAL_DB_PASSWORD",
     "EMAIL_HOST_PASSWORD",
+    "PORTAL_SEALING_KEY",
 }
 
 # ${NAME}, ${NAME:-default}, ${NAME:?error}, nested too; `$${...}` is an escaped dollar.

@@ -78,7 +78,7 @@ def test_create_returns_the_medium_and_audits_it(alpha, admin_api, storage):
         ({"high_watermark": 101}, "high_watermark", "at most 100 %"),
         ({"capacity_bytes": 0}, "capacity_bytes", "more than 0"),
         ({"capacity_bytes": 11 * GIB}, "capacity_bytes", "exceeds the tenant's quota of 10.0 GiB"),
-        ({"kind": "s3"}, "kind", "later release"),
+        ({"kind": "s3", "endpoint_url": "http://10.0.0.5:9000"}, "endpoint_url", "https://"),
         ({"name": "default"}, "name", "exists already"),
     ],
 )

@@ -170,7 +170,7 @@ def test_adding_a_medium_through_the_form(alpha, storage, alpha_admin_client):
         ({"high_watermark": "120"}, "high_watermark", "at most 100 %"),
         ({"capacity_gib": "0"}, "capacity_gib", "more than 0"),
         ({"capacity_gib": "11"}, "capacity_gib", "exceeds the tenant&#x27;s quota of 10.0 GiB"),
-        ({"kind": "s3"}, "kind", "later release"),
+        ({"kind": "s3", "bucket": "x"}, "bucket", "3 to 63"),
         ({"name": "DEFAULT"}, "name", "exists already"),
     ],
 )

@@ -145,8 +145,21 @@ def test_names_are_unique_regardless_of_case(alpha, storage):
     assert "exists already" in refused(alpha, "name", name="Default")
 
 
-def test_object_storage_is_refused_for_now(alpha, storage):
-    assert "later release" in refused(alpha, "kind", kind="s3", root="bucket/prefix")
+def test_an_object_medium_on_an_internal_endpoint_is_refused_unless_listed(alpha, storage):
+    """A tenant admin cannot point the archive's workers at the metadata service or the
+    platform's own network: only https to public addresses, or endpoints the operator lists."""
+    for endpoint in ("http://example.org", "https://169.254.169.254", "https://127.0.0.1:9000"):
+        message = refused(
+            alpha,
+            "endpoint_url",
+            kind="s3",
+            root="",
+            endpoint_url=endpoint,
+            bucket="scans",
+            access_key_id="AKIA",
+            secret_key="s",
+        )
+        assert "PORTAL_S3_ALLOWED_ENDPOINTS" in message
 
 
 def test_update_applies_the_same_rules_and_audits_the_changes(alpha, storage, add_medium):
